@@ -1,0 +1,64 @@
+"""What every command line of the suite shares: one-line errors with exit code 2, common flags."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+#: Exit code for bad input, the convention of argparse and of Unix tools.
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(ValueError):
+    """Bad input from the user: reported as one line and exit code 2, never a traceback."""
+
+
+def fail(prog: str, message: str) -> NoReturn:
+    """Print `prog: error: message` on one line to stderr and exit with code 2."""
+    text = " ".join(str(message).split())
+    print(f"{prog}: error: {text}", file=sys.stderr)
+    raise SystemExit(EXIT_BAD_INPUT)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad flag gives one line (plus a pointer to --help) instead of the usage dump."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D102 - argparse's hook
+        fail(self.prog, f"{message} (see --help)")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults and keep the description's line breaks."""
+
+
+def positive_int_list(text: str) -> list[int]:
+    """Parse '1,2,4' into [1, 2, 4]; every value must be a positive integer."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+def positive_int(text: str) -> int:
+    """Parse a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_models_argument(parser: argparse.ArgumentParser, default: str = "all") -> None:
+    """The `--models` flag, with the same grammar in every harness."""
+    parser.add_argument(
+        "--models",
+        default=default,
+        help="comma-separated: 'all', a group (mixer, vit, bit, hybrid, context), a family "
+        "(mlp, attention, conv), paper names ('Mixer-B/16'), globs ('ViT-*/16') or timm model names",
+    )

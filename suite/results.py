@@ -1,0 +1,235 @@
+"""Result rows: environment metadata, crash-safe appends, resume keys, loading as a DataFrame.
+
+Every harness writes rows through this module so that every number in `results/*.csv` carries
+what is needed to trust and repeat it (device, versions, commit, date), and so that an interrupted
+run never leaves a half-written file behind: each write goes to a temporary file that atomically
+replaces the old one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+#: Columns every harness row carries (filled by :func:`environment`).
+ENVIRONMENT_COLUMNS = (
+    "device",
+    "device_name",
+    "cuda_version",
+    "cudnn_version",
+    "driver_version",
+    "torch_version",
+    "timm_version",
+    "python_version",
+    "cpu",
+    "threads",
+    "hostname",
+    "suite_commit",
+    "date",
+)
+
+
+#: The columns each results file must have (beside ENVIRONMENT_COLUMNS); the report relies on them.
+#: Harnesses may write more columns; they must not rename these.
+SCHEMAS: dict[str, tuple[str, ...]] = {
+    "flops": (
+        "model", "group", "family", "timm_name", "img_size", "mixer_rule", "num_classes",
+        "params", "params_no_head", "params_stem", "params_blocks", "params_head", "params_other",
+        "macs", "gmacs",
+    ),
+    "throughput": (
+        "model", "group", "family", "timm_name", "img_size", "batch_size", "precision", "channels_last",
+        "compile", "status", "step_time_median_ms", "step_time_p10_ms", "step_time_p90_ms",
+        "images_per_sec", "peak_memory_mb", "macs_per_image", "achieved_tflops", "peak_tflops", "mfu",
+    ),
+    "fewshot": (
+        "model", "family", "weights", "dataset", "img_size", "shots", "seed", "l2", "l2_rule",
+        "accuracy", "n_train", "n_test", "feature_dim",
+    ),
+}
+
+
+class ResultsError(ValueError):
+    """A results file that cannot be read or written; the message names the file (and row)."""
+
+
+@functools.lru_cache(maxsize=1)
+def suite_commit() -> str:
+    """The git commit of the suite's checkout, with '-dirty' when it has uncommitted changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=here, capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here, capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The CPU model name (Linux /proc/cpuinfo, else platform's guess)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.lru_cache(maxsize=4)
+def _driver_version() -> str:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        return out.splitlines()[0] if out else ""
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return ""
+
+
+def environment(device: Any = "cpu") -> dict[str, Any]:
+    """What a reader needs to repeat a measurement made on `device` (a torch.device or string)."""
+    import timm
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        device_name = torch.cuda.get_device_name(index)
+        cudnn = torch.backends.cudnn.version()
+    else:
+        device_name = cpu_name()
+        cudnn = None
+    return {
+        "device": str(dev),
+        "device_name": device_name,
+        "cuda_version": torch.version.cuda or "",
+        "cudnn_version": str(cudnn) if cudnn else "",
+        "driver_version": _driver_version() if dev.type == "cuda" else "",
+        "torch_version": torch.__version__,
+        "timm_version": timm.__version__,
+        "python_version": platform.python_version(),
+        "cpu": cpu_name(),
+        "threads": torch.get_num_threads(),
+        "hostname": platform.node(),
+        "suite_commit": suite_commit(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def read_results(path: str | os.PathLike, required: Sequence[str] = ()) -> pd.DataFrame:
+    """Load a results CSV; refuse a malformed one with a message naming the file and the row."""
+    path = Path(path)
+    if not path.exists():
+        raise ResultsError(f"{path}: no such results file")
+    try:
+        frame = pd.read_csv(path, keep_default_na=True)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=list(required))
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: not a readable CSV ({_first_line(exc)})") from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}")
+    return frame
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def append_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Append rows to a CSV, creating it (and its folder) if needed; the write is atomic.
+
+    New columns are added to the file (old rows get blanks), so a newer suite can append to an older
+    file. The whole file is rewritten into a temporary file beside it and renamed over the old one,
+    so a run killed at any moment leaves either the old or the new file, never a torn one.
+    """
+    path = Path(path)
+    new = pd.DataFrame([dict(r) for r in rows])
+    if new.empty:
+        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot create folder ({exc.strerror})") from None
+    if path.exists() and path.stat().st_size > 0:
+        old = read_results(path)
+        columns = list(old.columns) + [c for c in new.columns if c not in old.columns]
+        frame = pd.concat([old, new], ignore_index=True)[columns]
+    else:
+        frame = new
+    write_atomic(path, frame.to_csv(index=False))
+    return path
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text to `path` through a temporary file and an atomic rename."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot write ({exc.strerror})") from None
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def done_keys(path: str | os.PathLike, key_columns: Sequence[str]) -> set[tuple[str, ...]]:
+    """The key tuples (as strings) already present in a results file, for `--resume`."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return set()
+    frame = read_results(path)
+    if any(c not in frame.columns for c in key_columns):
+        return set()
+    return {tuple(_key_str(v) for v in row) for row in frame[list(key_columns)].itertuples(index=False)}
+
+
+def row_key(row: Mapping[str, Any], key_columns: Sequence[str]) -> tuple[str, ...]:
+    """The key of one row in the same string form :func:`done_keys` returns."""
+    return tuple(_key_str(row.get(c)) for c in key_columns)
+
+
+def _key_str(value: Any) -> str:
+    """Normalise a value so that 224, 224.0 and '224' compare equal and NaN equals ''."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if value != value:
+            return ""
+        if value.is_integer():
+            return str(int(value))
+    if isinstance(value, bool):
+        return str(value)
+    text = str(value)
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if number.is_integer() and text.strip().lstrip("-").replace(".", "", 1).isdigit():
+        return str(int(number))
+    return text
