@@ -1,0 +1,238 @@
+"""The report's figures, drawn with matplotlib in the paper's colours.
+
+Every function takes a tidy DataFrame and returns a `matplotlib.figure.Figure` built without
+pyplot (no global figure registry, so a long report leaks nothing). Families keep one colour and
+one marker everywhere, as in the paper: Mixer (mlp) pink, attention blue, convolution yellow, and
+hybrids their own teal. Markers differ too, so the figures survive grey-scale printing.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+
+from suite.pareto import Sense, pareto_mask  # noqa: E402
+
+#: family -> (colour, marker, legend label); the one palette of the suite.
+FAMILY_STYLE: dict[str, tuple[str, str, str]] = {
+    "mlp": ("#e0529c", "o", "MLP (Mixer)"),
+    "attention": ("#2f6fd0", "s", "Attention"),
+    "conv": ("#e3a600", "^", "Convolution"),
+    "hybrid": ("#16a085", "D", "Hybrid (conv stem)"),
+}
+#: Style for a family the palette does not know (a raw timm model, say).
+OTHER_STYLE = ("#7f7f7f", "v", "Other")
+
+#: Matplotlib settings of every figure: SVG text stays text (small, selectable, searchable).
+STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e4e4e4",
+    "grid.linewidth": 0.6,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "svg.fonttype": "none",
+    "font.family": "DejaVu Sans",
+    "pdf.fonttype": 42,
+}
+
+
+def family_style(family: str) -> tuple[str, str, str]:
+    """(colour, marker, label) of a family."""
+    return FAMILY_STYLE.get(str(family), OTHER_STYLE)
+
+
+def _new_figure(width: float = 6.4, height: float = 4.2, panels: int = 1) -> tuple[Figure, list]:
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(width, height), layout="constrained")
+        axes = fig.subplots(1, panels, squeeze=False)[0].tolist()
+    return fig, axes
+
+
+def _family_legend(ax, families: Sequence[str], extra: Sequence[Line2D] = (), **kwargs) -> None:
+    handles = []
+    for family in sorted(set(families), key=lambda f: list(FAMILY_STYLE).index(f) if f in FAMILY_STYLE else 99):
+        colour, marker, label = family_style(family)
+        handles.append(Line2D([], [], color=colour, marker=marker, linestyle="none", markersize=6, label=label,
+                              markeredgecolor="white", markeredgewidth=0.5))
+    ax.legend(handles=handles + list(extra), **kwargs)
+
+
+def _thousands(value: float, _pos: int) -> str:
+    if value >= 1000:
+        return f"{value / 1000:g}k"
+    return f"{value:g}"
+
+
+def _log_axis(axis) -> None:
+    """Log scale ticks at 1, 2, 5 per decade, written 200, 1k, 20k; no 4x10^2 minor labels."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(_thousands))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _percent_axis(axis) -> None:
+    axis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+    axis.set_major_formatter(FuncFormatter(lambda v, _p: f"{round(v * 100, 1):g}%"))
+
+
+def throughput_vs_batch(frame: pd.DataFrame, title: str = "") -> Figure:
+    """Images/sec against batch size, one line per model (columns model, family, batch_size, images_per_sec)."""
+    with matplotlib.rc_context(STYLE):
+        fig, (ax,) = _new_figure(6.4, 4.2)
+        models = frame.groupby("model", sort=False)
+        order = (frame.groupby("model")["images_per_sec"].max().sort_values(ascending=False).index)
+        handles = []
+        for name in order:
+            rows = models.get_group(name).sort_values("batch_size")
+            colour, marker, _ = family_style(rows["family"].iloc[0])
+            (line,) = ax.plot(rows["batch_size"], rows["images_per_sec"], color=colour, marker=marker,
+                              markersize=4, linewidth=1.3, alpha=0.9, label=str(name),
+                              markeredgecolor="white", markeredgewidth=0.4)
+            handles.append(line)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        _log_axis(ax.yaxis)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("images / sec")
+        if title:
+            ax.set_title(title, loc="left")
+        ncol = 1 if len(handles) <= 16 else 2
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=ncol, fontsize=7,
+                  handlelength=1.6, borderaxespad=0)
+    return fig
+
+
+def scatter_frontier(frame: pd.DataFrame, x: str, y: str, *, x_label: str, y_label: str,
+                     x_sense: Sense | None = "max", y_sense: Sense | None = "max", log_x: bool = True,
+                     log_y: bool = False, percent_y: bool = False, panel: str | None = None,
+                     title: str = "", label: str = "label") -> Figure:
+    """One point per row coloured by family, labelled, with the Pareto frontier dashed.
+
+    With `panel`, one subplot per value of that column (e.g. one per dataset), each with its own
+    frontier. `x_sense=None` draws no frontier.
+    """
+    groups = [(None, frame)] if panel is None else list(frame.groupby(panel, sort=True))
+    with matplotlib.rc_context(STYLE):
+        width = 6.4 if len(groups) == 1 else min(4.0 * len(groups), 13.0)
+        fig, axes = _new_figure(width, 4.4, panels=len(groups))
+        for ax, (key, rows) in zip(axes, groups):
+            _scatter_panel(ax, rows, x, y, x_sense, y_sense, label)
+            ax.set_xlabel(x_label)
+            if log_x:
+                ax.set_xscale("log")
+                _log_axis(ax.xaxis)
+            if log_y:
+                ax.set_yscale("log")
+                _log_axis(ax.yaxis)
+            if percent_y:
+                _percent_axis(ax.yaxis)
+            if key is not None:
+                ax.set_title(str(key), loc="left")
+        axes[0].set_ylabel(y_label)
+        extra = []
+        if x_sense is not None and y_sense is not None:
+            extra.append(Line2D([], [], color="#444444", linestyle="--", linewidth=1.0, label="Pareto frontier"))
+        _family_legend(axes[-1], frame["family"].tolist(), extra, loc="best")
+        if title:
+            fig.suptitle(title, x=0.01, ha="left", fontsize=10)
+    return fig
+
+
+def _scatter_panel(ax, rows: pd.DataFrame, x: str, y: str, x_sense: Sense | None, y_sense: Sense | None,
+                   label: str) -> None:
+    rows = rows.dropna(subset=[x, y])
+    for family, part in rows.groupby("family", sort=False):
+        colour, marker, _ = family_style(family)
+        ax.scatter(part[x], part[y], color=colour, marker=marker, s=42, edgecolor="white", linewidth=0.6, zorder=3)
+    for _, row in rows.iterrows():
+        ax.annotate(str(row[label]), (row[x], row[y]), xytext=(4, 3), textcoords="offset points", fontsize=7,
+                    color="#333333", zorder=4)
+    if x_sense is not None and y_sense is not None and len(rows):
+        mask = pareto_mask(rows[x], rows[y], x_sense=x_sense, y_sense=y_sense)
+        front = rows[mask].sort_values(x)
+        ax.plot(front[x], front[y], linestyle="--", color="#444444", linewidth=1.0, zorder=2)
+    if len(rows):
+        ax.margins(x=0.12, y=0.1)
+
+
+def ours_vs_paper(frame: pd.DataFrame, ours_label: str, title: str = "") -> Figure:
+    """Our best images/sec against the paper's TPU-v3 images/sec/core, log-log, one point per model."""
+    with matplotlib.rc_context(STYLE):
+        fig, (ax,) = _new_figure(6.0, 4.4)
+        _scatter_panel(ax, frame, "paper", "ours", None, None, "label")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _log_axis(ax.xaxis)
+        _log_axis(ax.yaxis)
+        ax.set_xlabel("paper: images / sec / core (TPU-v3)")
+        ax.set_ylabel(ours_label)
+        valid = frame[["paper", "ours"]].dropna()
+        if len(valid) >= 2:
+            # The least-squares line of log(ours) on log(paper): a slope of 1 means a constant ratio.
+            slope, intercept = np.polyfit(np.log(valid["paper"]), np.log(valid["ours"]), 1)
+            grid = np.geomspace(valid["paper"].min(), valid["paper"].max(), 20)
+            ax.plot(grid, np.exp(intercept) * grid ** slope, color="#999999", linewidth=0.9, linestyle=":",
+                    label=f"log-log fit, slope {slope:.2f}")
+            extra = [Line2D([], [], color="#999999", linestyle=":", label=f"log-log fit, slope {slope:.2f}")]
+        else:
+            extra = []
+        _family_legend(ax, frame["family"].tolist(), extra, loc="best")
+        if title:
+            ax.set_title(title, loc="left")
+    return fig
+
+
+def svg_document(fig: Figure, salt: str) -> str:
+    """The figure as a standalone SVG file's text; `salt` makes its element ids unique to it."""
+    buffer = io.StringIO()
+    with matplotlib.rc_context({**STYLE, "svg.hashsalt": salt}):
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
+    return buffer.getvalue()
+
+
+def inline_svg(document: str) -> str:
+    """An SVG document as an `<svg>` element for an HTML page: no XML prologue, no fixed size."""
+    svg = document[document.find("<svg"):]
+    # Let the page scale the figure: keep the viewBox, drop the fixed size in points.
+    return re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r'<svg\1', svg, count=1)
+
+
+def save_figure(fig: Figure, stem: Path, salt: str) -> tuple[str, list[Path]]:
+    """Write `stem.pdf` and `stem.svg` (each through a temporary file and a rename).
+
+    Returns the SVG document's text too, so the page can inline it without drawing the figure again.
+    """
+    document = svg_document(fig, salt)
+    svg_path, pdf_path = stem.with_suffix(".svg"), stem.with_suffix(".pdf")
+    _replace_with(svg_path, document.encode("utf-8"))
+    buffer = io.BytesIO()
+    with matplotlib.rc_context(STYLE):
+        fig.savefig(buffer, format="pdf", metadata={"CreationDate": None})
+    _replace_with(pdf_path, buffer.getvalue())
+    return document, [pdf_path, svg_path]
+
+
+def _replace_with(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
