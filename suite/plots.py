@@ -135,8 +135,9 @@ def scatter_frontier(frame: pd.DataFrame, x: str, y: str, *, x_label: str, y_lab
     with matplotlib.rc_context(STYLE):
         width = 6.4 if len(groups) == 1 else min(4.0 * len(groups), 13.0)
         fig, axes = _new_figure(width, 4.4, panels=len(groups))
+        jobs = []
         for ax, (key, rows) in zip(axes, groups):
-            _scatter_panel(ax, rows, x, y, x_sense, y_sense, label)
+            jobs.append(_scatter_panel(ax, rows, x, y, x_sense, y_sense, label))
             ax.set_xlabel(x_label)
             if log_x:
                 ax.set_xscale("log")
@@ -149,12 +150,13 @@ def scatter_frontier(frame: pd.DataFrame, x: str, y: str, *, x_label: str, y_lab
             if key is not None:
                 ax.set_title(str(key), loc="left")
         axes[0].set_ylabel(y_label)
+        if title:
+            fig.suptitle(title, x=0.01, ha="left", fontsize=10)
+        _label_points(fig, jobs)
         extra = []
         if x_sense is not None and y_sense is not None:
             extra.append(Line2D([], [], color="#444444", linestyle="--", linewidth=1.0, label="Pareto frontier"))
         _family_legend(axes[-1], frame["family"].tolist(), extra, loc="best")
-        if title:
-            fig.suptitle(title, x=0.01, ha="left", fontsize=10)
     return fig
 
 
@@ -164,28 +166,71 @@ def _scatter_panel(ax, rows: pd.DataFrame, x: str, y: str, x_sense: Sense | None
     for family, part in rows.groupby("family", sort=False):
         colour, marker, _ = family_style(family)
         ax.scatter(part[x], part[y], color=colour, marker=marker, s=42, edgecolor="white", linewidth=0.6, zorder=3)
-    for _, row in rows.iterrows():
-        ax.annotate(str(row[label]), (row[x], row[y]), xytext=(4, 3), textcoords="offset points", fontsize=7,
-                    color="#333333", zorder=4)
     if x_sense is not None and y_sense is not None and len(rows):
         mask = pareto_mask(rows[x], rows[y], x_sense=x_sense, y_sense=y_sense)
         front = rows[mask].sort_values(x)
         ax.plot(front[x], front[y], linestyle="--", color="#444444", linewidth=1.0, zorder=2)
     if len(rows):
         ax.margins(x=0.12, y=0.1)
+    return ax, rows[x].to_numpy(float), rows[y].to_numpy(float), rows[label].astype(str).tolist()
+
+
+#: Where a label may sit around its point (offset in points, alignment), in order of preference.
+_LABEL_SPOTS = ((4, 3, "left", "bottom"), (4, -3, "left", "top"), (-4, 3, "right", "bottom"),
+                (-4, -3, "right", "top"), (0, 7, "center", "bottom"), (0, -7, "center", "top"),
+                (10, 0, "left", "center"), (-10, 0, "right", "center"))
+
+
+def _label_points(fig: Figure, jobs: Sequence[tuple]) -> None:
+    """Name every point, choosing for each label the first spot that overlaps no other label or point.
+
+    Greedy and cheap (8 candidate spots per label), which is enough for the few dozen models of a
+    report; a label that fits nowhere keeps its first spot.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    for ax, xs, ys, labels in jobs:
+        points = ax.transData.transform(np.column_stack([xs, ys])) if len(xs) else np.empty((0, 2))
+        frame = ax.get_window_extent(renderer)
+        placed = []
+        for i, text in enumerate(labels):
+            others = np.delete(points, i, axis=0)
+            chosen = None
+            for dx, dy, ha, va in _LABEL_SPOTS:
+                note = ax.annotate(text, (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", ha=ha,
+                                   va=va, fontsize=7.5, color="#333333", zorder=4)
+                box = note.get_window_extent(renderer).expanded(1.05, 1.1)
+                clash = (any(box.overlaps(b) for b in placed)
+                         or any(box.contains(px, py) for px, py in others)
+                         or box.x0 < frame.x0 or box.x1 > frame.x1 or box.y0 < frame.y0 or box.y1 > frame.y1)
+                if not clash:
+                    chosen = (note, box)
+                    break
+                note.remove()
+            if chosen is None:
+                dx, dy, ha, va = _LABEL_SPOTS[0]
+                note = ax.annotate(text, (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", ha=ha,
+                                   va=va, fontsize=7.5, color="#333333", zorder=4)
+                chosen = (note, note.get_window_extent(renderer))
+            placed.append(chosen[1])
 
 
 def ours_vs_paper(frame: pd.DataFrame, ours_label: str, title: str = "") -> Figure:
     """Our best images/sec against the paper's TPU-v3 images/sec/core, log-log, one point per model."""
     with matplotlib.rc_context(STYLE):
         fig, (ax,) = _new_figure(6.0, 4.4)
-        _scatter_panel(ax, frame, "paper", "ours", None, None, "label")
+        job = _scatter_panel(ax, frame, "paper", "ours", None, None, "label")
         ax.set_xscale("log")
         ax.set_yscale("log")
         _log_axis(ax.xaxis)
         _log_axis(ax.yaxis)
         ax.set_xlabel("paper: images / sec / core (TPU-v3)")
         ax.set_ylabel(ours_label)
+        if title:
+            ax.set_title(title, loc="left")
         valid = frame[["paper", "ours"]].dropna()
         if len(valid) >= 2:
             # The least-squares line of log(ours) on log(paper): a slope of 1 means a constant ratio.
@@ -196,9 +241,8 @@ def ours_vs_paper(frame: pd.DataFrame, ours_label: str, title: str = "") -> Figu
             extra = [Line2D([], [], color="#999999", linestyle=":", label=f"log-log fit, slope {slope:.2f}")]
         else:
             extra = []
+        _label_points(fig, [job])
         _family_legend(ax, frame["family"].tolist(), extra, loc="best")
-        if title:
-            ax.set_title(title, loc="left")
     return fig
 
 

@@ -352,13 +352,16 @@ def cost_table(slug: str, best: pd.DataFrame, flops: pd.DataFrame | None) -> Tab
     return make_table(f"cost-{slug}", "Cost of every model measured", (
         "Best throughput over the batch sizes and settings swept (the paper reports the best over batch "
         "sizes too); the batch size, settings, peak memory and model-FLOPs utilization are those of the best "
-        "run. MFU = 2 × MACs × images/s ÷ the device's peak FLOP/s, where the harness knew the peak. "
+        "run. MFU = 2 × MACs × images/s ÷ the peak FLOP/s the harness measured with one large matmul. "
         "Device and precision are in the section's title and in the exported table."),
         out, formats).hide("Device", "Precision")
 
 
 def _settings(row: pd.Series) -> str:
     parts = []
+    mode = str(row.get("precision_mode", "")).strip()
+    if mode and mode.lower() not in ("none", "nan"):
+        parts.append(mode)
     if str(row.get("channels_last")).lower() in ("true", "1", "1.0"):
         parts.append("channels_last")
     compiled = str(row.get("compile", "")).strip()
@@ -536,6 +539,16 @@ def build_sections(results: dict[str, pd.DataFrame | None], paper: dict[str, pd.
     counting.tables.append(table1(paper["mixer_table1_specs"], flops))
     if flops is not None:
         counting.tables.append(counting_table(flops))
+        cost = flops.drop_duplicates(["model", "img_size"], keep="last").assign(
+            params_m=lambda f: f["params"] / M,
+            label=lambda f: [f"{m} @{int(s)}" if s != 224 else m for m, s in zip(f["model"], f["img_size"])])
+        counting.figures.append(FigureBlock(
+            "gmacs-params", "Multiply-accumulates against parameters",
+            "Every counted model at its image size (labelled where it is not 224); log-log axes. Models above "
+            "the cloud spend many MACs per parameter (small patches, high resolution, convolutions).",
+            lambda d=cost: plots.scatter_frontier(d, "params_m", "gmacs", x_label="parameters (M)",
+                                                  y_label="GMACs per image", x_sense=None, y_sense=None,
+                                                  log_y=True)))
     else:
         counting.notes.append(f"No counting results: run {COMMANDS['flops']} for parameters and GMACs.")
     sections.append(counting)
@@ -694,14 +707,15 @@ def fewshot_section(points: pd.DataFrame, flops: pd.DataFrame | None, throughput
 
 
 def environment_section(results: dict[str, pd.DataFrame | None]) -> Section:
+    """One table: each environment field (rows) as recorded in each results file (columns)."""
     section = Section("environment", "Environment and method")
-    for kind, frame in results.items():
-        if frame is not None:
-            rows = _env_rows(frame)
-            section.tables.append(make_table(
-                f"environment-{kind}", f"Environment of {kind}.csv", f"Recorded with every row of {kind}.csv; "
-                "several values are listed where rows differ.",
-                pd.DataFrame(rows, columns=["Field", "Value"])))
+    columns = {f"{kind}.csv": dict(_env_rows(frame)) for kind, frame in results.items() if frame is not None}
+    if columns:
+        frame = pd.DataFrame({"Field": list(ENVIRONMENT_COLUMNS),
+                              **{name: [values[c] for c in ENVIRONMENT_COLUMNS] for name, values in columns.items()}})
+        section.tables.append(make_table(
+            "environment", "Environment of the results", "Recorded with every row of each results file; several "
+            "values are listed where rows differ. A dash: not recorded (e.g. CUDA versions on a CPU).", frame))
     return section
 
 

@@ -139,7 +139,7 @@ def test_full_report_has_every_table(full_report):
     out, text = full_report
     for slug in ("table1", "counting", "cost-test-gpu-a-bf16", "table3-test-gpu-a-bf16", "flips-test-gpu-a-bf16",
                  "cost-test-gpu-b-fp32", "table3-test-gpu-b-fp32", "fewshot-5shot-fixed",
-                 "environment-flops", "environment-throughput", "environment-fewshot"):
+                 "environment"):
         assert f'id="table-{slug}"' in text, slug
     assert "Partial results" not in text
 
@@ -147,8 +147,8 @@ def test_full_report_has_every_table(full_report):
 def test_full_report_has_every_figure_inline(full_report):
     out, text = full_report
     figure_ids = re.findall(r'<figure id="figure-([^"]+)"', text)
-    # Per device: ours-vs-paper, batch, params, accuracy/throughput; then accuracy/GMACs and 2 paper figures.
-    assert len(figure_ids) == 2 * 4 + 1 + 2
+    # GMACs/params; per device: ours-vs-paper, batch, params, accuracy/throughput; accuracy/GMACs; 2 paper figures.
+    assert len(figure_ids) == 1 + 2 * 4 + 1 + 2
     assert text.count("<svg") == len(figure_ids)
     for slug in figure_ids:
         assert (out.parent / f"figure-{slug}.pdf").stat().st_size > 1000
@@ -257,7 +257,7 @@ def test_partial_results_render_and_say_what_is_missing(tmp_path, present):
         if kind not in present:
             assert f"{kind}.csv</code>" in text
     figures = len(re.findall(r'<figure id="figure-', text))
-    expected = {("flops",): 2, ("throughput",): 4, ("fewshot",): 2, ("flops", "fewshot"): 3}[present]
+    expected = {("flops",): 3, ("throughput",): 4, ("fewshot",): 2, ("flops", "fewshot"): 4}[present]
     assert figures == expected == text.count("<svg")
     assert_no_broken_references(out, text)
 
@@ -275,19 +275,31 @@ def run_cli(tmp_path: Path) -> subprocess.CompletedProcess:
     ("throughput", "status", "crashed", "status 'crashed' is not one of ok, oom, error"),
     ("fewshot", "accuracy", 1.5, "accuracy 1.5 is outside [0, 1]"),
     ("flops", "gmacs", "", "gmacs is empty"),
+    ("throughput", "batch_size", 0, "batch_size 0 is not positive"),
 ])
-def test_malformed_file_exits_2_with_one_line_naming_file_and_row(tmp_path, kind, column, value, expected):
+def test_malformed_value_exits_2_with_one_line_naming_file_and_row(tmp_path, capsys, kind, column, value, expected):
     makers = {"flops": flops_rows, "throughput": throughput_rows, "fewshot": fewshot_rows}
     rows = makers[kind]()
     rows[2][column] = value
     path = write(tmp_path / "results", kind, rows)
-    done = run_cli(tmp_path)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        report.main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "out" / "index.html")])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
     assert str(path) in lines[0] and "line 4" in lines[0] and expected in lines[0]
     assert f"(model {rows[2]['model']!r})" in lines[0]
     assert not (tmp_path / "out" / "index.html").exists()
+
+
+def test_cli_refuses_a_malformed_file_without_a_traceback(tmp_path):
+    rows = throughput_rows()
+    rows[5]["images_per_sec"] = "n/a?"
+    path = write(tmp_path / "results", "throughput", rows)
+    done = run_cli(tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"python -m suite.report: error: {path}: line 7 (model 'ViT-B/16'): "
+                                   "images_per_sec 'n/a?' is not a number")
 
 
 def test_missing_column_exits_2_naming_the_file(tmp_path):
