@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -255,10 +254,12 @@ def svg_document(fig: Figure, salt: str) -> str:
 
 
 def inline_svg(document: str) -> str:
-    """An SVG document as an `<svg>` element for an HTML page: no XML prologue, no fixed size."""
-    svg = document[document.find("<svg"):]
-    # Let the page scale the figure: keep the viewBox, drop the fixed size in points.
-    return re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r'<svg\1', svg, count=1)
+    """An SVG document as an `<svg>` element for an HTML page (no XML prologue).
+
+    Its width and height (in points) stay, so every figure shows its text at the same size; the
+    page's CSS lets it shrink to fit a narrow column (the viewBox keeps the aspect ratio).
+    """
+    return document[document.find("<svg"):]
 
 
 def save_figure(fig: Figure, stem: Path, salt: str) -> tuple[str, list[Path]]:
