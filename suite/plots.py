@@ -124,16 +124,16 @@ def throughput_vs_batch(frame: pd.DataFrame, title: str = "") -> Figure:
 def scatter_frontier(frame: pd.DataFrame, x: str, y: str, *, x_label: str, y_label: str,
                      x_sense: Sense | None = "max", y_sense: Sense | None = "max", log_x: bool = True,
                      log_y: bool = False, percent_y: bool = False, panel: str | None = None,
-                     title: str = "", label: str = "label") -> Figure:
+                     title: str = "", label: str = "label", size: tuple[float, float] | None = None) -> Figure:
     """One point per row coloured by family, labelled, with the Pareto frontier dashed.
 
     With `panel`, one subplot per value of that column (e.g. one per dataset), each with its own
-    frontier. `x_sense=None` draws no frontier.
+    frontier. `x_sense=None` draws no frontier. `size` is (width, height) in inches.
     """
     groups = [(None, frame)] if panel is None else list(frame.groupby(panel, sort=True))
     with matplotlib.rc_context(STYLE):
         width = 6.4 if len(groups) == 1 else min(4.0 * len(groups), 13.0)
-        fig, axes = _new_figure(width, 4.4, panels=len(groups))
+        fig, axes = _new_figure(*(size or (width, 4.4)), panels=len(groups))
         jobs = []
         for ax, (key, rows) in zip(axes, groups):
             jobs.append(_scatter_panel(ax, rows, x, y, x_sense, y_sense, label))
@@ -175,16 +175,22 @@ def _scatter_panel(ax, rows: pd.DataFrame, x: str, y: str, x_sense: Sense | None
 
 
 #: Where a label may sit around its point (offset in points, alignment), in order of preference.
+#: The second ring sits farther out and gets a thin leader line back to its point.
 _LABEL_SPOTS = ((4, 3, "left", "bottom"), (4, -3, "left", "top"), (-4, 3, "right", "bottom"),
                 (-4, -3, "right", "top"), (0, 7, "center", "bottom"), (0, -7, "center", "top"),
-                (10, 0, "left", "center"), (-10, 0, "right", "center"))
+                (10, 0, "left", "center"), (-10, 0, "right", "center"),
+                (14, 12, "left", "bottom"), (14, -12, "left", "top"), (-14, 12, "right", "bottom"),
+                (-14, -12, "right", "top"), (0, 18, "center", "bottom"), (0, -18, "center", "top"),
+                (24, 0, "left", "center"), (-24, 0, "right", "center"))
+_LEADER = {"arrowstyle": "-", "color": "#aaaaaa", "linewidth": 0.5, "shrinkA": 0, "shrinkB": 3}
 
 
 def _label_points(fig: Figure, jobs: Sequence[tuple]) -> None:
     """Name every point, choosing for each label the first spot that overlaps no other label or point.
 
-    Greedy and cheap (8 candidate spots per label), which is enough for the few dozen models of a
-    report; a label that fits nowhere keeps its first spot.
+    Greedy and cheap (16 candidate spots per label), which is enough for the few dozen models of a
+    report. A label that fits nowhere is left out (an overlapped label is unreadable anyway) and the
+    axes say how many were.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -195,12 +201,15 @@ def _label_points(fig: Figure, jobs: Sequence[tuple]) -> None:
         points = ax.transData.transform(np.column_stack([xs, ys])) if len(xs) else np.empty((0, 2))
         frame = ax.get_window_extent(renderer)
         placed = []
+        omitted = 0
         for i, text in enumerate(labels):
             others = np.delete(points, i, axis=0)
             chosen = None
             for dx, dy, ha, va in _LABEL_SPOTS:
+                far = abs(dx) + abs(dy) > 14
                 note = ax.annotate(text, (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", ha=ha,
-                                   va=va, fontsize=7.5, color="#333333", zorder=4)
+                                   va=va, fontsize=7.5, color="#333333", zorder=4,
+                                   arrowprops=_LEADER if far else None)
                 box = note.get_window_extent(renderer).expanded(1.05, 1.1)
                 clash = (any(box.overlaps(b) for b in placed)
                          or any(box.contains(px, py) for px, py in others)
@@ -210,11 +219,12 @@ def _label_points(fig: Figure, jobs: Sequence[tuple]) -> None:
                     break
                 note.remove()
             if chosen is None:
-                dx, dy, ha, va = _LABEL_SPOTS[0]
-                note = ax.annotate(text, (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", ha=ha,
-                                   va=va, fontsize=7.5, color="#333333", zorder=4)
-                chosen = (note, note.get_window_extent(renderer))
+                omitted += 1
+                continue
             placed.append(chosen[1])
+        if omitted:
+            ax.text(0.99, 0.01, f"{omitted} label(s) left out where points crowd; see the tables",
+                    transform=ax.transAxes, ha="right", va="bottom", fontsize=6.5, color="#777777")
 
 
 def ours_vs_paper(frame: pd.DataFrame, ours_label: str, title: str = "") -> Figure:

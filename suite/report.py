@@ -238,6 +238,22 @@ def _fmt(value: Any, spec: str = ",.0f", scale: float = 1.0, suffix: str = "") -
         return str(value)
 
 
+def _rate(value: Any) -> str:
+    """Images/sec with the digits that matter: 12,345 / 123.4 / 0.123."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    value = float(value)
+    return f"{value:,.0f}" if value >= 1000 else f"{value:.1f}" if value >= 10 else f"{value:.3g}"
+
+
+def _ratio(value: Any) -> str:
+    """A ratio that stays readable far below 1: 1.16, 0.44, 1/12,700."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or float(value) <= 0:
+        return "–"
+    value = float(value)
+    return f"{value:.3g}" if value >= 0.01 else f"1/{float(f'{1 / value:.3g}'):,.0f}"
+
+
 def make_table(slug: str, title: str, caption: str, frame: pd.DataFrame,
                formats: dict[str, Callable[[Any], str]] | None = None,
                marked: set[tuple[int, str]] | None = None) -> Table:
@@ -267,7 +283,9 @@ def counting_table(flops: pd.DataFrame) -> Table:
     frame = flops.copy()
     frame["mixer_rule"] = frame["mixer_rule"].fillna("")
     frame = frame.drop_duplicates(["model", "img_size", "mixer_rule"], keep="last")
-    frame = frame.sort_values(["family", "gmacs"])
+    order = {family: i for i, family in enumerate(("mlp", "attention", "conv", "hybrid"))}
+    frame = frame.assign(_order=frame["family"].map(order).fillna(len(order)))
+    frame = frame.sort_values(["_order", "gmacs"])
     out = pd.DataFrame({
         "Model": frame["model"], "Family": frame["family"], "Image size": frame["img_size"].astype(int),
         "Params (M)": frame["params"] / M, "Params w/o head (M)": frame["params_no_head"] / M,
@@ -316,6 +334,17 @@ def table1(paper: pd.DataFrame, flops: pd.DataFrame | None) -> Table:
     return table
 
 
+def join(left: pd.DataFrame, right: pd.DataFrame, on: Sequence[str] = ("model", "img_size"),
+         how: str = "inner") -> pd.DataFrame:
+    """Merge `right`'s columns into `left` on (model, img_size); `right` wins where both have a column.
+
+    Harnesses may write more columns than their schema (throughput.csv carries `params`, say), so
+    a plain merge would rename both copies to `params_x` / `params_y`.
+    """
+    overlap = [c for c in right.columns if c in left.columns and c not in on]
+    return left.drop(columns=overlap).merge(right, on=list(on), how=how)
+
+
 def best_throughput(rows: pd.DataFrame) -> pd.DataFrame:
     """The fastest ok row per (model, img_size): max images/sec over batch sizes and settings."""
     ok = rows[rows["status"] == "ok"]
@@ -331,7 +360,7 @@ def cost_table(slug: str, best: pd.DataFrame, flops: pd.DataFrame | None) -> Tab
     if flops is not None:
         counted = flops.drop_duplicates(["model", "img_size"], keep="last")[
             ["model", "img_size", "params", "params_no_head", "gmacs"]]
-        frame = frame.merge(counted, on=["model", "img_size"], how="left")
+        frame = join(frame, counted, how="left")
     else:
         frame["params"] = np.nan
         frame["params_no_head"] = np.nan
@@ -347,7 +376,7 @@ def cost_table(slug: str, best: pd.DataFrame, flops: pd.DataFrame | None) -> Tab
         "Device": frame["device_name"], "Precision": frame["precision"],
     })
     formats = {"Params (M)": lambda v: _fmt(v, ",.1f"), "Params w/o head (M)": lambda v: _fmt(v, ",.1f"),
-               "GMACs": lambda v: _fmt(v, ",.2f"), "Best images/s": lambda v: _fmt(v, ",.1f"),
+               "GMACs": lambda v: _fmt(v, ",.2f"), "Best images/s": _rate,
                "Peak memory (MB)": lambda v: _fmt(v, ",.0f"), "MFU (%)": lambda v: _fmt(v, ",.1f")}
     return make_table(f"cost-{slug}", "Cost of every model measured", (
         "Best throughput over the batch sizes and settings swept (the paper reports the best over batch "
@@ -418,8 +447,7 @@ def table3_comparison(slug: str, both: pd.DataFrame, agreement: dict[str, Any]) 
     })
     marked = {(i, c) for i, (_, r) in enumerate(out.iterrows()) if r["Our rank"] != r["Paper rank"]
               for c in ("Our rank", "Paper rank")}
-    formats = {"Ours images/s": lambda v: _fmt(v, ",.1f"), "Paper images/s/core (TPU-v3)": lambda v: _fmt(v, ",.0f"),
-               "Ours ÷ paper": lambda v: _fmt(v, ",.3g")}
+    formats = {"Ours images/s": _rate, "Paper images/s/core (TPU-v3)": _rate, "Ours ÷ paper": _ratio}
     rho = agreement["rho"]
     p_value = agreement["p_value"]
     p_text = "p < 0.001" if p_value < 1e-3 else f"p = {p_value:.2g}"
@@ -445,9 +473,9 @@ def flips_table(slug: str, flips: pd.DataFrame) -> Table:
         "has the other one ahead."), frame)
     table.display = pd.DataFrame({
         "Faster here": frame["Faster here"], "Slower here": frame["Slower here"],
-        "Here (images/s)": [f"{_fmt(a, ',.1f')} vs {_fmt(b, ',.1f')}" for a, b in
+        "Here (images/s)": [f"{_rate(a)} vs {_rate(b)}" for a, b in
                             zip(frame["Here: faster (images/s)"], frame["Here: slower (images/s)"])],
-        "Paper (images/s/core)": [f"{_fmt(a, ',.0f')} vs {_fmt(b, ',.0f')}" for a, b in
+        "Paper (images/s/core)": [f"{_rate(a)} vs {_rate(b)}" for a, b in
                                   zip(frame["Paper: faster-here model (images/s/core)"],
                                       frame["Paper: slower-here model (images/s/core)"])],
     })
@@ -558,7 +586,7 @@ def build_sections(results: dict[str, pd.DataFrame | None], paper: dict[str, pd.
             "the cloud spend many MACs per parameter (small patches, high resolution, convolutions).",
             lambda d=cost: plots.scatter_frontier(d, "params_m", "gmacs", x_label="parameters (M)",
                                                   y_label="GMACs per image", x_sense=None, y_sense=None,
-                                                  log_y=True)))
+                                                  log_y=True, size=(10.0, 5.6)), wide=True))
     else:
         counting.notes.append(f"No counting results: run {COMMANDS['flops']} for parameters and GMACs.")
     sections.append(counting)
@@ -652,7 +680,7 @@ def device_section(device_name: str, precision: str, rows: pd.DataFrame, flops: 
     with_params = best.copy()
     if flops is not None:
         counted = flops.drop_duplicates(["model", "img_size"], keep="last")[["model", "img_size", "params"]]
-        with_params = with_params.merge(counted, on=["model", "img_size"], how="left")
+        with_params = join(with_params, counted, how="left")
         with_params["params_m"] = with_params["params"] / M
         with_params["label"] = [_label(r) for _, r in with_params.iterrows()]
         section.figures.append(FigureBlock(
@@ -667,7 +695,7 @@ def device_section(device_name: str, precision: str, rows: pd.DataFrame, flops: 
         for shots in sorted(points["shots"].unique()):
             rule = _rule_for_plots(points, shots)
             part = points[(points["shots"] == shots) & (points["l2_rule"] == rule)]
-            joined = part.merge(best[["model", "img_size", "images_per_sec"]], on=["model", "img_size"], how="inner")
+            joined = join(part, best[["model", "img_size", "images_per_sec"]])
             if joined.empty:
                 section.notes.append(f"No model has both {shots}-shot accuracy and throughput here at the same image size.")
                 continue
@@ -702,7 +730,7 @@ def fewshot_section(points: pd.DataFrame, flops: pd.DataFrame | None, throughput
     for shots in sorted(points["shots"].unique()):
         rule = _rule_for_plots(points, shots)
         part = points[(points["shots"] == shots) & (points["l2_rule"] == rule)]
-        joined = part.merge(cost, on=["model", "img_size"], how="inner")
+        joined = join(part, cost)
         if joined.empty:
             section.notes.append(f"No model has both {shots}-shot accuracy and a MAC count at the same image size.")
             continue

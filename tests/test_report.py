@@ -60,7 +60,9 @@ def throughput_rows(device_name: str = "Test GPU A", precision: str = "bf16", vi
                          "channels_last": False, "compile": False, "status": "ok",
                          "step_time_median_ms": batch / (speed * factor) * 1000, "step_time_p10_ms": 1.0,
                          "step_time_p90_ms": 2.0, "images_per_sec": speed * factor, "peak_memory_mb": 100 * batch,
-                         "macs_per_image": 1e9, "achieved_tflops": 1.0, "peak_tflops": 100.0, "mfu": 0.01})
+                         "macs_per_image": 1e9, "achieved_tflops": 1.0, "peak_tflops": 100.0, "mfu": 0.01,
+                         # Columns beyond the schema, which harnesses may add (and flops.csv also has).
+                         "params": 1.0, "error": "", "precision_mode": "autocast"})
     rows.append({**rows[-1], "batch_size": 512, "status": "oom", "images_per_sec": "", "step_time_median_ms": ""})
     return rows
 
@@ -75,7 +77,7 @@ def fewshot_rows(models=("Mixer-B/16", "ViT-B/16", "BiT-R50x1")) -> list[dict]:
                              "weights": f"{model.lower()}.test", "dataset": dataset, "img_size": 224, "shots": 5,
                              "seed": seed, "l2": 1.0, "l2_rule": "fixed",
                              "accuracy": accuracy[model] + 0.02 * seed - (0.1 if dataset == "pets" else 0),
-                             "n_train": 50, "n_test": 100, "feature_dim": 768})
+                             "n_train": 50, "n_test": 100, "feature_dim": 768, "gmacs": -1.0})
     return rows
 
 
@@ -167,6 +169,9 @@ def test_exports_are_written_beside_the_page(full_report):
     assert cost.loc[cost["Model"] == "Mixer-S/32", "Best images/s"].item() == pytest.approx(5000.0)
     assert cost.loc[cost["Model"] == "Mixer-S/32", "Batch"].item() == 128
     assert cost.loc[cost["Model"] == "ViT-B/16", "GMACs"].item() == pytest.approx(17.6)
+    # flops.csv's count wins over the extra `params` column throughput.csv carries.
+    assert cost.loc[cost["Model"] == "ViT-B/16", "Params (M)"].item() == pytest.approx(86.6)
+    assert cost.loc[cost["Model"] == "ViT-B/16", "Settings"].item() == "autocast"
     tex = (out.parent / "table-cost-test-gpu-a-bf16.tex").read_text()
     assert "\\begin{tabular}" in tex and "Mixer-S/32" in tex
 
@@ -192,6 +197,7 @@ def test_table3_lists_the_flip_and_the_rank_correlation(full_report):
     flips = pd.read_csv(out.parent / "table-flips-test-gpu-a-bf16.csv")
     pairs = {(a, b) for a, b in zip(flips["Faster here"], flips["Slower here"])}
     assert ("ViT-B/16", "Mixer-B/16") in pairs
+    assert "1,000 vs 900.0" in text and "861.0 vs 1,384" in text
     # On device B, ViT-B/16 (700/s) is behind Mixer-B/16 (900/s), as in the paper: no such flip.
     flips_b = out.parent / "table-flips-test-gpu-b-fp32.csv"
     if flips_b.exists():
@@ -206,6 +212,11 @@ def test_rank_agreement_counts_flips_and_correlation():
     assert result["n"] == 4
     assert result["rho"] == pytest.approx(0.8)
     assert [(r["faster here"], r["slower here"]) for _, r in result["flips"].iterrows()] == [("b", "c")]
+
+
+def test_numbers_keep_the_digits_that_matter():
+    assert [report._rate(v) for v in (12345.6, 123.44, 0.1234, float("nan"))] == ["12,346", "123.4", "0.123", "–"]
+    assert [report._ratio(v) for v in (1.163, 0.0442, 7.88e-5)] == ["1.16", "0.0442", "1/12,700"]
 
 
 def test_rank_agreement_needs_three_models():
