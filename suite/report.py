@@ -447,7 +447,8 @@ def table3_comparison(slug: str, both: pd.DataFrame, agreement: dict[str, Any]) 
     })
     marked = {(i, c) for i, (_, r) in enumerate(out.iterrows()) if r["Our rank"] != r["Paper rank"]
               for c in ("Our rank", "Paper rank")}
-    formats = {"Ours images/s": _rate, "Paper images/s/core (TPU-v3)": _rate, "Ours ÷ paper": _ratio}
+    formats = {"Ours images/s": _rate, "Paper images/s/core (TPU-v3)": lambda v: _fmt(v, ",.0f"),
+               "Ours ÷ paper": _ratio}
     rho = agreement["rho"]
     p_value = agreement["p_value"]
     p_text = "p < 0.001" if p_value < 1e-3 else f"p = {p_value:.2g}"
@@ -475,7 +476,7 @@ def flips_table(slug: str, flips: pd.DataFrame) -> Table:
         "Faster here": frame["Faster here"], "Slower here": frame["Slower here"],
         "Here (images/s)": [f"{_rate(a)} vs {_rate(b)}" for a, b in
                             zip(frame["Here: faster (images/s)"], frame["Here: slower (images/s)"])],
-        "Paper (images/s/core)": [f"{_rate(a)} vs {_rate(b)}" for a, b in
+        "Paper (images/s/core)": [f"{_fmt(a, ',.0f')} vs {_fmt(b, ',.0f')}" for a, b in
                                   zip(frame["Paper: faster-here model (images/s/core)"],
                                       frame["Paper: slower-here model (images/s/core)"])],
     })
@@ -852,7 +853,8 @@ def main(argv: list[str] | None = None) -> int:
         "Render the report: the paper's tables and Pareto plots from the results files, beside the paper's own\n"
         "figures, as one self-contained HTML page. Runs no model. Every table is also written as CSV and\n"
         "LaTeX, every figure as PDF and SVG, in the folder of --out.\n\n"
-        "Results files (each optional): flops.csv, throughput.csv, fewshot.csv in --results."))
+        "Results files (each optional): flops.csv, throughput.csv, fewshot.csv in --results."),
+        epilog="examples:\n  python -m suite.report\n  python -m suite.report --results gpu-results --out reports/h100/index.html")
     parser.add_argument("--results", type=Path, default=Path("results"), help="folder holding the results CSVs")
     parser.add_argument("--out", type=Path, default=Path("reports/index.html"), help="the HTML page to write")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
