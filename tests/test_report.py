@@ -359,3 +359,24 @@ def test_page_renders_in_a_headless_browser(full_report, tmp_path):
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1400, 3000)
     assert len(data) > 50_000  # a blank page compresses to a few kB
+
+
+def test_edge_cases_failed_device_one_seed_and_two_weights(tmp_path):
+    failed = [{**row, "device_name": "Test GPU C", "status": "oom", "images_per_sec": ""}
+              for row in throughput_rows("Test GPU C")]
+    fewshot = fewshot_rows(("Mixer-B/16", "ViT-B/16"))
+    fewshot = [r for r in fewshot if r["seed"] == 0]  # one seed: no std
+    fewshot += [{**r, "weights": "mixer-b/16.other", "accuracy": 0.5} for r in fewshot if r["model"] == "Mixer-B/16"]
+    write(tmp_path / "results", "throughput", throughput_rows() + failed)
+    write(tmp_path / "results", "fewshot", fewshot)
+    out, text = render(tmp_path)
+    assert "Throughput on Test GPU C (bf16)" in text
+    section = text.split('id="throughput-test-gpu-c-bf16"')[1].split("<section")[0]
+    assert "No successful run for: BiT-R50x1, Mixer-B/16, Mixer-S/32, R50+ViT-B/16, ViT-B/16." in section
+    assert "<table" not in section and "<svg" not in section
+    table = pd.read_csv(out.parent / "table-fewshot-5shot-fixed.csv").set_index("Model")
+    assert {"Mixer-B/16 (mixer-b/16.test)", "Mixer-B/16 (mixer-b/16.other)", "ViT-B/16"} == set(table.index)
+    assert table["cifar10 std"].isna().all()
+    body = text.split('id="table-fewshot-5shot-fixed"')[1].split("<tbody>")[1].split("</tbody>")[0]
+    assert ">75.0<" in body and "±" not in body
+    assert_no_broken_references(out, text)
