@@ -763,7 +763,8 @@ def environment_section(results: dict[str, pd.DataFrame | None]) -> Section:
 # --------------------------------------------------------------------------------------------------
 
 def _latex(table: Table) -> str:
-    text = table.display.to_latex(index=False, escape=True, column_format="l" * len(table.display.columns))
+    align = "".join("r" if c in table.numeric else "l" for c in table.display.columns)
+    text = table.display.to_latex(index=False, escape=True, column_format=align)
     for plain, tex in (("±", r"$\pm$"), ("–", "--"), ("÷", r"$\div$"), ("×", r"$\times$"), ("ℓ", r"$\ell$"),
                        ("ρ", r"$\rho$")):
         text = text.replace(plain, tex)

@@ -173,7 +173,7 @@ def test_exports_are_written_beside_the_page(full_report):
     assert cost.loc[cost["Model"] == "ViT-B/16", "Params (M)"].item() == pytest.approx(86.6)
     assert cost.loc[cost["Model"] == "ViT-B/16", "Settings"].item() == "autocast"
     tex = (out.parent / "table-cost-test-gpu-a-bf16.tex").read_text()
-    assert "\\begin{tabular}" in tex and "Mixer-S/32" in tex
+    assert "\\begin{tabular}{llrrrrrrlrr}" in tex and "Mixer-S/32" in tex and "MFU (\\%)" in tex
 
 
 def test_no_broken_references(full_report):
