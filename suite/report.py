@@ -546,8 +546,9 @@ def _mean_std(mean: float, std: float) -> str:
 
 
 def _rule_for_plots(points: pd.DataFrame, shots: int) -> str:
-    part = points[points["shots"] == shots]
-    return part["l2_rule"].value_counts().index[0]
+    """The ℓ2 rule a figure shows: the one with most results at that shot count, ties by name ('fixed' first)."""
+    counts = points[points["shots"] == shots]["l2_rule"].value_counts()
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[0][0]
 
 
 # --------------------------------------------------------------------------------------------------
