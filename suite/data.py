@@ -181,7 +181,7 @@ _TORCHVISION: dict[str, tuple[str, str, str, str]] = {
 }
 
 
-def _torchvision_split(cls: Any, name: str, root: Path, split: str, labels_attr: str, download: bool) -> Any:
+def _torchvision_split(cls: Any, name: str, root: Path, split: str, download: bool) -> Any:
     if name.startswith("cifar"):
         return cls(root=str(root), train=(split == "train"), download=download)
     return cls(root=str(root), split=split, download=download)
@@ -197,14 +197,14 @@ def torchvision_dataset(name: str, data_dir: str | os.PathLike, download: bool =
     splits = {}
     for split in (train_split, test_split):
         try:
-            splits[split] = _torchvision_split(cls, name, root, split, labels_attr, download=False)
+            splits[split] = _torchvision_split(cls, name, root, split, download=False)
         except RuntimeError:
             if not download:
                 raise DataError(f"{name} is not in {root}; run once with internet access (it downloads there), "
                                 f"or use --datasets digits or imagefolder:PATH") from None
             try:
                 root.mkdir(parents=True, exist_ok=True)
-                splits[split] = _torchvision_split(cls, name, root, split, labels_attr, download=True)
+                splits[split] = _torchvision_split(cls, name, root, split, download=True)
             except Exception as exc:  # network errors come in many types (URLError, OSError, HTTPError)
                 raise DataError(f"cannot download {name} into {root} ({type(exc).__name__}); run once with internet "
                                 f"access or copy it there, or use --datasets digits or imagefolder:PATH") from None

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from suite import probe
-from suite.cli import ArgumentParser, HelpFormatter, add_models_argument, fail, positive_int, positive_int_list
+from suite.cli import ArgumentParser, HelpFormatter, fail, positive_int, positive_int_list
 from suite.data import DataError, Dataset, check_shots, load_dataset, parse_datasets
 from suite.features import FeatureSource, Weights, WeightsError, default_cache_dir, parse_weights
 from suite.results import ResultsError, append_rows, environment
@@ -168,16 +168,19 @@ def build_parser() -> ArgumentParser:
         description=__doc__.split("\n", 1)[1].strip() + "\n\nExample (offline, no download):\n"
         "  python -m suite.fewshot --models resnet18 --weights random --datasets digits --shots 1,5,10",
     )
-    add_models_argument(parser, default="pretrained")
+    parser.add_argument("--models", default="pretrained",
+                        help="'pretrained' (the lineup's models that have timm pretrained weights), 'all', a group "
+                        "(mixer, vit, bit, hybrid, context), a family (mlp, attention, conv), paper names "
+                        "('Mixer-B/16'), globs ('ViT-*/16') or timm model names, comma-separated")
     parser.add_argument("--datasets", default=DEFAULT_DATASETS,
                         help="comma-separated: digits (embedded, no download), cifar10, cifar100, pets, flowers102, "
                         "imagenet, imagefolder (= --data-dir) or imagefolder:PATH (PATH/train and PATH/test or val)")
-    parser.add_argument("--shots", type=positive_int_list, default=[1, 5, 10, 25], help="images per class")
-    parser.add_argument("--seeds", type=seed_list, default=[0, 1, 2], help="one sampling of the shots per seed")
+    parser.add_argument("--shots", type=positive_int_list, default="1,5,10,25", help="images per class")
+    parser.add_argument("--seeds", type=seed_list, default="0,1,2", help="one sampling of the shots per seed")
     parser.add_argument("--weights", default="pretrained",
                         help="'pretrained' (the zoo's timm tag), 'random' (seeded init) or a checkpoint PATH "
                         "(.pth/.pt/.safetensors; a state_dict, or one under 'state_dict' or 'model')")
-    parser.add_argument("--l2-rules", type=rule_list, default=list(L2_RULES),
+    parser.add_argument("--l2-rules", type=rule_list, default=",".join(L2_RULES),
                         help="fixed: the reference's l2; heldout: best of 2^-10..2^19 on a split of the shots")
     parser.add_argument("--l2", type=positive_float, default=probe.FIXED_L2, help="l2 of the fixed rule")
     parser.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1'")

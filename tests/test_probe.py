@@ -151,3 +151,14 @@ def test_benchmark_plain_matmul_of_scoring_size(benchmark):
 
     out = benchmark.pedantic(scoring_matmuls, rounds=3 if not benchmark.disabled else 1, iterations=1)
     assert out.shape == (30, scale["test"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_float64_probe_equals_cpu():
+    train_x, train_y, test_x, test_y = _problem(300, 64, 10, n_test=500, seed=2)
+    on_cpu = probe.lsr_accuracy(train_x, train_y, test_x, test_y, probe.L2_GRID)
+    on_gpu = probe.lsr_accuracy(torch.tensor(train_x).cuda(), torch.tensor(train_y).cuda(),
+                                torch.tensor(test_x).cuda(), torch.tensor(test_y).cuda(), probe.L2_GRID)
+    assert on_gpu == on_cpu
+    assert probe.fit(torch.tensor(train_x).cuda(), torch.tensor(train_y).cuda()).eigs.dtype == torch.float64
