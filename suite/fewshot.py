@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
                         for row in evaluate(source, dataset, args.shots, args.seeds, args.l2_rules, args.l2, device)]
                 append_rows(args.out, rows)
                 all_rows.extend(rows)
+                if rows and rows[0]["unreadable_train"] + rows[0]["unreadable_test"]:
+                    print(f"{spec.name} {dataset.name}: skipped unreadable images (train {rows[0]['unreadable_train']}"
+                          f" seen among the sampled ones, test {rows[0]['unreadable_test']})", file=sys.stderr)
     except (DataError, WeightsError, UnknownModelError, ResultsError) as exc:
         fail(PROG, str(exc))
     print(summary(all_rows))

@@ -139,12 +139,13 @@ def test_safetensors_checkpoint_loads_like_pth(tmp_path, checkpoint):
         torch.testing.assert_close(features.pre_logits(a, images), features.pre_logits(b, images))
 
 
-def test_unreadable_images_are_skipped_and_counted(tmp_path, folder):
+def test_unreadable_images_are_skipped_and_counted(tmp_path, folder, capsys):
     out = tmp_path / "fewshot.csv"
     assert _run("--datasets", f"imagefolder:{folder}", "--weights", "random", "--cache-dir", str(tmp_path / "c"),
                 "--out", str(out), "--shots", "6", "--seeds", "0,1,2", "--l2-rules", "fixed") == 0
     rows = pd.read_csv(out)
     assert (rows["unreadable_train"] == 1).all() and (rows["n_train"] == 18).all()
+    assert "skipped unreadable images (train 1" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------------
