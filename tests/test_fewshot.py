@@ -202,3 +202,16 @@ def test_default_models_are_the_lineup_with_pretrained_tags():
     specs = fewshot.default_models()
     assert specs and all(s.pretrained_tag for s in specs)
     assert "Mixer-B/16" in [s.name for s in specs] and "Mixer-H/14" not in [s.name for s in specs]
+
+
+def test_changed_checkpoint_is_not_served_from_the_cache(tmp_path, folder, checkpoint, forward_calls):
+    common = ["--datasets", f"imagefolder:{folder}", "--weights", str(checkpoint), "--shots", "2", "--seeds", "0",
+              "--l2-rules", "fixed", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "o.csv")]
+    assert _run(*common) == 0
+    forward_calls.clear()
+    state = torch.load(checkpoint, weights_only=True)
+    state["state_dict"]["blocks.0.attn.qkv.weight"] += 1.0
+    torch.save(state, checkpoint)
+    assert _run(*common) == 0
+    assert sum(forward_calls) >= 9
+    assert pd.read_csv(tmp_path / "o.csv")["weights_sha256"].nunique() == 2
