@@ -120,7 +120,7 @@ class LsrSolution:
 
     def predict(self, test_x: ArrayLike, l2_regs: Iterable[float]) -> dict[float, torch.Tensor]:
         """Predicted classes of the test points for each l2, from one projection of the test set."""
-        l2_values = [float(v) for v in l2_regs]
+        l2_values = list(dict.fromkeys(float(v) for v in l2_regs))  # a repeated l2 is scored once
         x = as_float64(test_x, self.eigs.device)
         scaled_rhs = {l2: self.rhs * (1.0 / (self.eigs + l2)).unsqueeze(1) for l2 in l2_values}
         preds: dict[float, list[torch.Tensor]] = {l2: [] for l2 in l2_values}

@@ -60,6 +60,17 @@ def test_many_l2_from_one_decomposition_equal_separate_solves(n, d):
         assert alone[l2] == pytest.approx(float(np.mean((ts @ weights).argmax(axis=1) == test_y)))
 
 
+def test_a_repeated_l2_is_scored_once():
+    # The harness asks for [fixed l2, held-out l2], which coincide whenever held-out picks 2^10.
+    train_x, train_y, test_x, test_y = _problem(60, 8, 3, n_test=40, seed=2)
+    solution = probe.fit(train_x, train_y, 3)
+    twice = solution.predict(test_x, [probe.FIXED_L2, probe.FIXED_L2, 1.0])
+    assert set(twice) == {probe.FIXED_L2, 1.0}
+    assert twice[probe.FIXED_L2].shape == (40,)
+    assert solution.accuracy(test_x, test_y, [probe.FIXED_L2, probe.FIXED_L2]) == \
+        solution.accuracy(test_x, test_y, [probe.FIXED_L2])
+
+
 def test_linearly_separable_gives_full_accuracy():
     rng = np.random.default_rng(3)
     classes, d = 6, 20
