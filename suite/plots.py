@@ -81,10 +81,19 @@ def _thousands(value: float, _pos: int) -> str:
 
 
 def _log_axis(axis) -> None:
-    """Log scale ticks at 1, 2, 5 per decade, written 200, 1k, 20k; no 4x10^2 minor labels."""
+    """Log scale ticks at 1, 2, 5 per decade, written 200, 1k, 20k; no 4x10^2 minor labels.
+
+    On an axis spanning less than a factor of 3 (one or no 1-2-5 tick inside), the minor ticks
+    (3, 4, 6, 7, 8, 9 per decade) are labelled too, so the axis can still be read.
+    """
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(_thousands))
-    axis.set_minor_formatter(NullFormatter())
+
+    def minor(value: float, _pos: int) -> str:
+        low, high = sorted(axis.get_view_interval())
+        return _thousands(value, _pos) if low > 0 and high / low < 3 else ""
+
+    axis.set_minor_formatter(FuncFormatter(minor))
 
 
 def _percent_axis(axis) -> None:

@@ -707,7 +707,8 @@ def device_section(device_name: str, precision: str, rows: pd.DataFrame, flops: 
                 "against best images/sec; dashed, the Pareto frontier (faster and more accurate).",
                 lambda d=joined: plots.scatter_frontier(
                     d, "images_per_sec", "accuracy", x_label=f"images / sec ({precision})",
-                    y_label="few-shot accuracy", percent_y=True, panel="dataset"), wide=True))
+                    y_label="few-shot accuracy", percent_y=True, panel="dataset"),
+                wide=joined["dataset"].nunique() > 1))
     else:
         section.notes.append(f"Accuracy against throughput needs few-shot results: run {COMMANDS['fewshot']}.")
     return section
@@ -742,7 +743,7 @@ def fewshot_section(points: pd.DataFrame, flops: pd.DataFrame | None, throughput
             "Pareto frontier (cheaper and more accurate).",
             lambda d=joined: plots.scatter_frontier(
                 d, "gmacs", "accuracy", x_label="GMACs per image", y_label="few-shot accuracy", x_sense="min",
-                percent_y=True, panel="dataset"), wide=True))
+                percent_y=True, panel="dataset"), wide=joined["dataset"].nunique() > 1))
     return section
 
 
