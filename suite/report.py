@@ -650,6 +650,11 @@ def device_section(device_name: str, precision: str, rows: pd.DataFrame, flops: 
     never_ok = sorted(set(rows["model"]) - set(best["model"]))
     if never_ok:
         section.notes.append("No successful run for: " + ", ".join(never_ok) + ".")
+        if "error" in rows:
+            errors = rows[rows["model"].isin(never_ok) & (rows["status"] == "error")].dropna(subset=["error"])
+            for model, message in errors.drop_duplicates("model")[["model", "error"]].itertuples(index=False):
+                text = " ".join(str(message).split())
+                section.notes.append(f"{model} failed: {text[:160]}{'…' if len(text) > 160 else ''}")
     if best.empty:
         return section
     section.tables.append(cost_table(slug, best, flops))

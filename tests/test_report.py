@@ -364,6 +364,7 @@ def test_page_renders_in_a_headless_browser(full_report, tmp_path):
 def test_edge_cases_failed_device_one_seed_and_two_weights(tmp_path):
     failed = [{**row, "device_name": "Test GPU C", "status": "oom", "images_per_sec": ""}
               for row in throughput_rows("Test GPU C")]
+    failed[0].update(status="error", error="RuntimeError: <no kernel>\nfor this dtype")
     fewshot = fewshot_rows(("Mixer-B/16", "ViT-B/16"))
     fewshot = [r for r in fewshot if r["seed"] == 0]  # one seed: no std
     fewshot += [{**r, "weights": "mixer-b/16.other", "accuracy": 0.5} for r in fewshot if r["model"] == "Mixer-B/16"]
@@ -373,6 +374,7 @@ def test_edge_cases_failed_device_one_seed_and_two_weights(tmp_path):
     assert "Throughput on Test GPU C (bf16)" in text
     section = text.split('id="throughput-test-gpu-c-bf16"')[1].split("<section")[0]
     assert "No successful run for: BiT-R50x1, Mixer-B/16, Mixer-S/32, R50+ViT-B/16, ViT-B/16." in section
+    assert "Mixer-B/16 failed: RuntimeError: &lt;no kernel&gt; for this dtype" in section
     assert "<table" not in section and "<svg" not in section
     table = pd.read_csv(out.parent / "table-fewshot-5shot-fixed.csv").set_index("Model")
     assert {"Mixer-B/16 (mixer-b/16.test)", "Mixer-B/16 (mixer-b/16.other)", "ViT-B/16"} == set(table.index)
