@@ -229,18 +229,27 @@ def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
 
 
-def _fmt(value: Any, spec: str = ",.0f", scale: float = 1.0, suffix: str = "") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _fmt(value: Any, spec: str = ",.0f") -> str:
+    """A number in the given format spec, '–' where there is none."""
+    if _missing(value):
         return "–"
     try:
-        return f"{float(value) * scale:{spec}}{suffix}"
+        return f"{float(value):{spec}}"
     except (TypeError, ValueError):
         return str(value)
 
 
+def _text(value: Any) -> str:
+    return "–" if _missing(value) else str(value)
+
+
 def _rate(value: Any) -> str:
     """Images/sec with the digits that matter: 12,345 / 123.4 / 0.123."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "–"
     value = float(value)
     return f"{value:,.0f}" if value >= 1000 else f"{value:.1f}" if value >= 10 else f"{value:.3g}"
@@ -248,7 +257,7 @@ def _rate(value: Any) -> str:
 
 def _ratio(value: Any) -> str:
     """A ratio that stays readable far below 1: 1.16, 0.44, 1/12,700."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or float(value) <= 0:
+    if _missing(value) or float(value) <= 0:
         return "–"
     value = float(value)
     return f"{value:.3g}" if value >= 0.01 else f"1/{float(f'{1 / value:.3g}'):,.0f}"
@@ -262,10 +271,8 @@ def make_table(slug: str, title: str, caption: str, frame: pd.DataFrame,
     formats = formats or {}
     display = pd.DataFrame(index=frame.index)
     for column in frame.columns:
-        formatter = formats.get(column)
-        if formatter is None:
-            formatter = (lambda v: _fmt(v, ",.4g")) if pd.api.types.is_float_dtype(frame[column]) else (
-                lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+        default = (lambda v: _fmt(v, ",.4g")) if pd.api.types.is_float_dtype(frame[column]) else _text
+        formatter = formats.get(column, default)
         display[column] = [formatter(v) for v in frame[column]]
     numeric = {c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])}
     return Table(slug, title, caption, frame, display, marked or set(), numeric)
