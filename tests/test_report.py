@@ -382,3 +382,15 @@ def test_edge_cases_failed_device_one_seed_and_two_weights(tmp_path):
     body = text.split('id="table-fewshot-5shot-fixed"')[1].split("<tbody>")[1].split("</tbody>")[0]
     assert ">75.0<" in body and "±" not in body
     assert_no_broken_references(out, text)
+
+
+def test_benchmark_render_report(benchmark, tmp_path):
+    """How long a report of two devices, counting and few-shot takes (measured with --benchmark-enable)."""
+    results = tmp_path / "results"
+    write(results, "flops", flops_rows())
+    write(results, "throughput", throughput_rows() + throughput_rows("Test GPU B", "fp32"))
+    write(results, "fewshot", fewshot_rows())
+    out = tmp_path / "bench" / "index.html"
+    summary = benchmark.pedantic(report.build_report, args=(results, out), kwargs={"progress": False},
+                                 rounds=1, iterations=1)
+    assert summary["out"] == out and out.stat().st_size > 10_000
