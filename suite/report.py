@@ -785,12 +785,6 @@ def _latex(table: Table) -> str:
     return text
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Atomic write, readable by others: a report is made to be shared (mkstemp creates files 0600)."""
-    write_atomic(path, text)
-    path.chmod(0o644)
-
-
 def write_exports(sections: Sequence[Section], folder: Path, progress: bool = True) -> None:
     """Each table as CSV and LaTeX; each figure built, inlined and saved as PDF and SVG."""
     from tqdm import tqdm
@@ -801,8 +795,8 @@ def write_exports(sections: Sequence[Section], folder: Path, progress: bool = Tr
         for table in section.tables:
             csv_path = folder / f"table-{table.slug}.csv"
             tex_path = folder / f"table-{table.slug}.tex"
-            _write_text(csv_path, table.frame.to_csv(index=False))
-            _write_text(tex_path, _latex(table))
+            write_atomic(csv_path, table.frame.to_csv(index=False))
+            write_atomic(tex_path, _latex(table))
             table.files = [csv_path.name, tex_path.name]
     figures = [f for s in sections for f in s.figures]
     for block in tqdm(figures, desc="figures", unit="fig", disable=not progress or not figures, file=sys.stderr):
@@ -839,7 +833,7 @@ def build_report(results_dir: Path, out: Path, progress: bool = True) -> dict[st
         "results_dir": str(results_dir), "missing": missing, "present": present,
         "palette": _palette(),
     }
-    _write_text(out, render_html(sections, context))
+    write_atomic(out, render_html(sections, context))
     return {"out": out, "sections": sections, "missing": missing, "present": present}
 
 

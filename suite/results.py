@@ -213,10 +213,23 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _file_mode(path: Path) -> int:
+    """The mode a rewritten file keeps: the old file's, else what `open()` would give (0666 & ~umask).
+
+    mkstemp creates 0600 files; results are meant to be shared, so the usual mode is restored.
+    """
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def done_keys(path: str | os.PathLike, key_columns: Sequence[str]) -> set[tuple[str, ...]]:

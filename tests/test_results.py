@@ -21,6 +21,17 @@ def test_append_creates_then_merges_new_columns(tmp_path: Path) -> None:
     assert pd.isna(frame.loc[0, "y"]) and frame.loc[1, "y"] == "new"
 
 
+def test_written_files_get_the_usual_mode(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    results.append_rows(path, [{"model": "a"}])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    path.chmod(0o640)
+    results.append_rows(path, [{"model": "b"}])
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
 def test_replace_keys_supersedes_old_rows(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     results.append_rows(path, [{"model": "a", "img_size": 224, "v": 1}, {"model": "a", "img_size": 448, "v": 2}])
