@@ -155,12 +155,15 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def append_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> Path:
+def append_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]],
+                replace_keys: Sequence[str] | None = None) -> Path:
     """Append rows to a CSV, creating it (and its folder) if needed; the write is atomic.
 
     New columns are added to the file (old rows get blanks), so a newer suite can append to an older
-    file. The whole file is rewritten into a temporary file beside it and renamed over the old one,
-    so a run killed at any moment leaves either the old or the new file, never a torn one.
+    file. With `replace_keys`, old rows whose key equals a new row's key are dropped first (for
+    deterministic results such as counts, where a re-run supersedes). The whole file is rewritten
+    into a temporary file beside it and renamed over the old one, so a run killed at any moment
+    leaves either the old or the new file, never a torn one.
     """
     path = Path(path)
     new = pd.DataFrame([dict(r) for r in rows])
@@ -172,11 +175,29 @@ def append_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> P
         raise ResultsError(f"{path}: cannot create folder ({exc.strerror})") from None
     if path.exists() and path.stat().st_size > 0:
         old = read_results(path)
+        if replace_keys and all(c in old.columns for c in replace_keys):
+            new_keys = {row_key(r, replace_keys) for r in new.to_dict("records")}
+            stale = [row_key(r, replace_keys) in new_keys for r in old.to_dict("records")]
+            old = old.loc[[not s for s in stale]]
         columns = list(old.columns) + [c for c in new.columns if c not in old.columns]
         frame = pd.concat([old, new], ignore_index=True)[columns]
     else:
         frame = new
     write_atomic(path, frame.to_csv(index=False))
+    return path
+
+
+def ensure_writable(path: str | os.PathLike) -> Path:
+    """Fail early, before any measurement, if results cannot be written to `path`."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot write there ({exc.strerror or exc})") from None
+    if path.is_dir():
+        raise ResultsError(f"{path}: is a folder, not a results file")
     return path
 
 
