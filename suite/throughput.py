@@ -599,7 +599,7 @@ def build_parser() -> ArgumentParser:
             "peak memory (CUDA), achieved TFLOP/s from counted MACs and MFU against a matmul peak measured\n"
             "on the same device and precision, every setting and the environment.\n\n"
             "Defaults depend on the device: GPU sweeps 32..8192 with 10 warm-up steps, >= 50 timed steps and\n"
-            ">= 1 s per batch; CPU sweeps 1,2,4,8 with 1 warm-up and 5 timed steps, a 12 s budget per model\n"
+            ">= 1 s per batch; CPU sweeps 1,2,4,8 with 1 warm-up and 5 timed steps, a 10 s budget per model\n"
             "and stops a sweep once images/sec stops improving, so '--models all' ends in ~10 minutes."),
     )
     add_models_argument(parser)
@@ -624,7 +624,7 @@ def build_parser() -> ArgumentParser:
                         help="keep timing until this many seconds were spent (default: GPU 1, CPU 0)")
     parser.add_argument("--model-budget", type=non_negative_float, default=None,
                         help="seconds per model (build + sweep) after which larger batches are skipped and timing "
-                             "stops at 3 steps; 0 = no limit (default: GPU 0, CPU 12)")
+                             "stops at 3 steps; 0 = no limit (default: GPU 0, CPU 10)")
     parser.add_argument("--stop-when-flat", action=argparse.BooleanOptionalAction, default=None,
                         help="end a model's sweep at the first batch that does not beat the best images/sec by 2%% "
                              "(default: on for CPU, off for GPU, which sweeps like the paper)")
@@ -672,7 +672,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         compile=args.compile, cuda_graphs=args.cuda_graphs, img_size=args.img_size, mixer_rule=args.mixer_rule,
         batch_sizes=tuple(pick(args.batch_sizes, GPU_BATCH_SIZES, CPU_BATCH_SIZES)),
         warmup=pick(args.warmup, 10, 1), repeats=pick(args.repeats, 50, 5), min_time_s=pick(args.min_time, 1.0, 0.0),
-        model_budget_s=pick(args.model_budget, 0.0, 12.0), stop_when_flat=pick(args.stop_when_flat, False, True),
+        model_budget_s=pick(args.model_budget, 0.0, 10.0), stop_when_flat=pick(args.stop_when_flat, False, True),
     )
 
 
