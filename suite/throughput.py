@@ -415,10 +415,9 @@ def run(specs: list[ModelSpec], settings: Settings, out: Path, *, resume: bool =
                dynamic_ncols=True, file=sys.stderr)
     try:
         with precision_flags(settings.precision, device) as tf32:
-            peak = _peak_or_none(device, settings.precision)
             for spec in specs:
                 bar.set_postfix_str(spec.name)
-                _sweep_model(spec, settings, env, tf32, peak, out, done, report, bar)
+                _sweep_model(spec, settings, env, tf32, out, done, report, bar)
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
@@ -426,21 +425,28 @@ def run(specs: list[ModelSpec], settings: Settings, out: Path, *, resume: bool =
     return report
 
 
-def _peak_or_none(device: torch.device, precision: str) -> float | None:
+def peak_for_model(device: torch.device, precision: str) -> float | None:
+    """The matmul peak a model's MFU is divided by.
+
+    A GPU is measured once per process. A CPU is measured again right before each model: on a
+    shared machine the load changes from minute to minute, and the peak must see the same load as
+    the model it is compared with.
+    """
     try:
-        return measure_peak_tflops(device, precision)
+        return measure_peak_tflops(device, precision, fresh=device.type == "cpu")
     except RuntimeError:
         return None
 
 
-def _sweep_model(spec: ModelSpec, settings: Settings, env: dict[str, Any], tf32: bool, peak: float | None,
-                 out: Path, done: dict[tuple[str, ...], dict[str, Any]], report: RunReport, bar: Any) -> None:
+def _sweep_model(spec: ModelSpec, settings: Settings, env: dict[str, Any], tf32: bool, out: Path,
+                 done: dict[tuple[str, ...], dict[str, Any]], report: RunReport, bar: Any) -> None:
     """One model's sweep: build lazily (only if a batch is missing), measure, decide to go on or stop."""
     batches = list(settings.batch_sizes)
     state = SweepState()
     built: BuiltModel | None = None
     model: nn.Module | None = None
     macs: int | None = None
+    peak: float | None = None
     started = time.perf_counter()
     img = settings.model_img_size(spec)
     try:
@@ -463,6 +469,7 @@ def _sweep_model(spec: ModelSpec, settings: Settings, env: dict[str, Any], tf32:
                     built = build_for_timing(spec, img, settings.mixer_rule, settings.device)
                     model = prepare_model(built.model, spec, settings)
                     macs = count_macs(spec, img, settings.mixer_rule)
+                    peak = peak_for_model(settings.device, settings.precision)
                     row["build_s"], row["build_method"] = built.build_s, built.method
                 if settings.model_budget_s > 0:
                     remaining = max(0.0, settings.model_budget_s - (time.perf_counter() - started))

@@ -27,7 +27,7 @@ MACS = 1_000_000
 def fixed_macs(monkeypatch):
     """MACs come from suite.counting; a fixed count keeps these tests independent of it."""
     monkeypatch.setattr(tp, "count_macs", lambda spec, img, rule: MACS)
-    monkeypatch.setattr(tp, "measure_peak_tflops", lambda device, precision: 0.5)
+    monkeypatch.setattr(tp, "measure_peak_tflops", lambda device, precision, **kwargs: 0.5)
 
 
 class FakeClock:
@@ -295,3 +295,13 @@ def test_cuda_graphs_and_tf32(tmp_path):
                     "--cuda-graphs", "--out", str(out), *FAST]) == 0
     row = read(out).iloc[0]
     assert row["status"] == "ok" and bool(row["tf32"]) and bool(row["cuda_graphs"])
+
+
+def test_cpu_peak_is_measured_again_for_each_model(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(tp, "measure_peak_tflops", lambda device, precision, **kw: calls.append(kw) or 0.25)
+    monkeypatch.setattr(tp, "time_callable", FakeClock())
+    out = tmp_path / "tp.csv"
+    tp.main(["--models", "test_vit,test_resnet", "--batch-sizes", "1", "--out", str(out), *FAST])
+    assert calls == [{"fresh": True}, {"fresh": True}]
+    assert (read(out)["peak_tflops"] == 0.25).all()

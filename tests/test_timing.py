@@ -71,6 +71,7 @@ def test_peak_is_measured_and_cached():
     peak = measure_peak_tflops("cpu", "fp32", size=256, warmup=1, repeats=3)
     assert peak > 0
     assert measure_peak_tflops("cpu", "fp32", size=256, warmup=1, repeats=3) == peak
+    assert measure_peak_tflops("cpu", "fp32", size=256, warmup=1, repeats=3, fresh=True) > 0
 
 
 def test_bench_harness_overhead(benchmark):
