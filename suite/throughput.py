@@ -457,7 +457,7 @@ def _sweep_model(spec: ModelSpec, settings: Settings, env: dict[str, Any], tf32:
             if previous is not None:
                 report.reused.append(previous)
                 bar.update(1)
-                if previous.get("status") == "oom" or _text(previous.get("sweep_stop")):
+                if previous.get("status") == "oom" or _text(previous.get("sweep_stop")) not in ("", "last"):
                     bar.update(len(batches) - index - 1)
                     return
                 state.record(batch, float(previous["images_per_sec"]),

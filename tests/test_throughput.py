@@ -152,6 +152,18 @@ def test_resume_respects_where_a_sweep_stopped(tmp_path, monkeypatch):
     assert clock.calls == [] and len(read(out)) == 2
 
 
+def test_resume_extends_a_sweep_that_ran_out_of_batch_sizes(tmp_path, monkeypatch):
+    out = tmp_path / "tp.csv"
+    args = ["--models", "test_vit", "--out", str(out), *FAST]
+    monkeypatch.setattr(tp, "time_callable", FakeClock())
+    tp.main([*args, "--batch-sizes", "1,2"])
+    clock = FakeClock()
+    monkeypatch.setattr(tp, "time_callable", clock)
+    tp.main([*args, "--batch-sizes", "1,2,4", "--resume"])
+    assert len(clock.calls) == 1
+    assert list(read(out)["batch_size"]) == [1, 2, 4]
+
+
 def test_flat_throughput_ends_the_sweep(tmp_path, monkeypatch):
     monkeypatch.setattr(tp, "time_callable", FakeClock(step_s=0.05))  # same step time: images/sec grows
     out = tmp_path / "tp.csv"
