@@ -198,7 +198,7 @@ def measure_peak_tflops(device: str | torch.device, precision: str, *, size: int
         device = torch.device("cuda", torch.cuda.current_device())
     n = size or matmul_size(device)
     if warmup is None:
-        warmup = 5 if device.type == "cuda" else 1
+        warmup = 5 if device.type == "cuda" else 3
     if repeats is None:
         repeats = 20 if device.type == "cuda" else 5
     measure = _peak_cached.__wrapped__ if fresh else _peak_cached
