@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 #: Exit code for bad input, the convention of argparse and of Unix tools.
 EXIT_BAD_INPUT = 2
@@ -43,15 +45,35 @@ def positive_int_list(text: str) -> list[int]:
     return values
 
 
+def _number(text: str, convert: Callable[[str], float], accept: Callable[[float], bool], expected: str) -> Any:
+    """Parse `text` with `convert`; an ArgumentTypeError naming what was `expected` if it fails or is refused."""
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not accept(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """Parse a positive integer."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+    return _number(text, int, lambda v: v > 0, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """Parse an integer >= 0."""
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def positive_float(text: str) -> float:
+    """Parse a finite number > 0."""
+    return _number(text, float, lambda v: 0 < v < math.inf, "a positive number")
+
+
+def non_negative_float(text: str) -> float:
+    """Parse a finite number >= 0."""
+    return _number(text, float, lambda v: 0 <= v < math.inf, "a number >= 0")
 
 
 def add_models_argument(parser: argparse.ArgumentParser, default: str = "all") -> None:

@@ -21,10 +21,10 @@ import pandas as pd
 import torch
 
 from suite import probe
-from suite.cli import ArgumentParser, HelpFormatter, fail, positive_int, positive_int_list
+from suite.cli import ArgumentParser, HelpFormatter, fail, positive_float, positive_int, positive_int_list
 from suite.data import DataError, Dataset, check_shots, load_dataset, parse_datasets
 from suite.features import FeatureSource, Weights, WeightsError, default_cache_dir, parse_weights
-from suite.results import ResultsError, append_rows, environment
+from suite.results import ResultsError, append_rows, ensure_writable, environment
 from suite.zoo import REGISTRY, ModelSpec, UnknownModelError, resolve_models
 
 PROG = "python -m suite.fewshot"
@@ -153,16 +153,6 @@ def rule_list(text: str) -> list[str]:
     return rules
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog=PROG, formatter_class=HelpFormatter,
@@ -230,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         specs = default_models() if args.models == "pretrained" else resolve_models(args.models)
+        ensure_writable(args.out)
         weights: Weights = parse_weights(args.weights)
         device = pick_device(args.device)
         datasets = [load_dataset(name, args.data_dir) for name in parse_datasets(args.datasets)]

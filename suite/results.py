@@ -198,6 +198,8 @@ def ensure_writable(path: str | os.PathLike) -> Path:
         raise ResultsError(f"{path}: cannot write there ({exc.strerror or exc})") from None
     if path.is_dir():
         raise ResultsError(f"{path}: is a folder, not a results file")
+    if path.exists() and not os.access(path, os.R_OK):
+        raise ResultsError(f"{path}: cannot read it to append to it")
     return path
 
 

@@ -19,7 +19,6 @@ import math
 import os
 import resource
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -30,8 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from suite.cli import ArgumentParser, HelpFormatter, add_models_argument, fail, positive_int, positive_int_list
-from suite.results import SCHEMAS, ResultsError, append_rows, environment, read_results, row_key
+from suite.cli import (ArgumentParser, HelpFormatter, add_models_argument, fail, non_negative_float,
+                       non_negative_int, positive_int, positive_int_list)
+from suite.results import SCHEMAS, ResultsError, append_rows, ensure_writable, environment, read_results, row_key
 from suite.timing import (LOW_PRECISION_DTYPES, PRECISIONS, Timing, measure_peak_tflops, precision_flags,
                           time_callable)
 from suite.zoo import MIXER_RULES, ModelSpec, UnknownModelError, build_model, mixer_rule_used, resolve_models
@@ -589,26 +589,6 @@ def shard(specs: list[ModelSpec], part: tuple[int, int] | None) -> list[ModelSpe
     return specs[i - 1::n]
 
 
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog=PROG, formatter_class=HelpFormatter,
@@ -703,18 +683,6 @@ def output_path(text: str) -> Path:
     return path
 
 
-def check_writable(path: Path) -> None:
-    """Fail before any measuring if `path` cannot be created or replaced."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".check"):
-            pass
-    except OSError as exc:
-        raise ValueError(f"cannot write {path} ({exc.strerror or exc})") from None
-    if path.exists() and not os.access(path, os.R_OK):
-        raise ValueError(f"cannot read {path}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -722,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
         specs = shard(resolve_models(args.models), args.shard)
         settings = settings_from_args(args)
         out = output_path(args.out)
-        check_writable(out)
+        ensure_writable(out)
         if args.resume:
             load_done(out)
     except (UnknownModelError, ValueError, ResultsError) as exc:

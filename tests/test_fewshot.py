@@ -176,6 +176,18 @@ def test_bad_input_exits_2_with_one_line(tmp_path, folder, capsys):
     assert not (tmp_path / "o.csv").exists()
 
 
+def test_unwritable_output_exits_2_before_any_feature_is_computed(tmp_path, folder, capsys, monkeypatch):
+    def no_forward(*args, **kwargs):
+        raise AssertionError("features were computed before the output was checked")
+
+    monkeypatch.setattr(features, "extract", no_forward)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    err = _one_line_exit_2(capsys, "--datasets", f"imagefolder:{folder}", "--weights", "random", "--shots", "2",
+                           "--cache-dir", str(tmp_path / "c"), "--out", str(blocker / "fewshot.csv"))
+    assert "cannot write" in err
+
+
 def test_checkpoint_of_another_model_is_refused(tmp_path, folder, capsys):
     path = tmp_path / "other.pth"
     torch.save(build_model(get_spec("test_resnet")).state_dict(), path)
