@@ -6,7 +6,10 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    import torch
 
 #: Exit code for bad input, the convention of argparse and of Unix tools.
 EXIT_BAD_INPUT = 2
@@ -74,6 +77,26 @@ def positive_float(text: str) -> float:
 def non_negative_float(text: str) -> float:
     """Parse a finite number >= 0."""
     return _number(text, float, lambda v: 0 <= v < math.inf, "a number >= 0")
+
+
+def resolve_device(text: str) -> "torch.device":
+    """`auto` (CUDA if torch sees a GPU, else the CPU), `cpu`, `cuda` or `cuda:N`; UsageError otherwise."""
+    import torch
+
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UsageError(f"unknown device {text!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"unsupported device {text!r}; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {text} asked for, but torch sees no CUDA device; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"no CUDA device {device.index}; this machine has {torch.cuda.device_count()}")
+    return device
 
 
 def add_models_argument(parser: argparse.ArgumentParser, default: str = "all") -> None:

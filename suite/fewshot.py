@@ -21,7 +21,8 @@ import pandas as pd
 import torch
 
 from suite import probe
-from suite.cli import ArgumentParser, HelpFormatter, fail, positive_float, positive_int, positive_int_list
+from suite.cli import (ArgumentParser, HelpFormatter, UsageError, fail, positive_float, positive_int,
+                       positive_int_list, resolve_device)
 from suite.data import DataError, Dataset, check_shots, load_dataset, parse_datasets
 from suite.features import FeatureSource, Weights, WeightsError, default_cache_dir, parse_weights
 from suite.results import ResultsError, append_rows, ensure_writable, environment
@@ -189,18 +190,6 @@ def default_models() -> list[ModelSpec]:
     return [spec for spec in REGISTRY.values() if spec.pretrained_tag]
 
 
-def pick_device(text: str) -> torch.device:
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise DataError(f"unknown device {text!r}; use auto, cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DataError(f"device {text} asked but CUDA is not available; use --device cpu")
-    return device
-
-
 def summary(rows: list[dict[str, Any]]) -> str:
     """Model x (dataset, shots, rule): accuracy in percent, mean ± std over seeds."""
     if not rows:
@@ -222,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         specs = default_models() if args.models == "pretrained" else resolve_models(args.models)
         ensure_writable(args.out)
         weights: Weights = parse_weights(args.weights)
-        device = pick_device(args.device)
+        device = resolve_device(args.device)
         datasets = [load_dataset(name, args.data_dir) for name in parse_datasets(args.datasets)]
         for dataset in datasets:
             check_shots(dataset, args.shots)
@@ -243,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                 if rows and rows[0]["unreadable_train"] + rows[0]["unreadable_test"]:
                     print(f"{spec.name} {dataset.name}: skipped unreadable images (train {rows[0]['unreadable_train']}"
                           f" seen among the sampled ones, test {rows[0]['unreadable_test']})", file=sys.stderr)
-    except (DataError, WeightsError, UnknownModelError, ResultsError) as exc:
+    except (DataError, WeightsError, UnknownModelError, ResultsError, UsageError) as exc:
         fail(PROG, str(exc))
     print(summary(all_rows))
     print(f"{len(all_rows)} rows appended to {args.out}")

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from suite.cli import (ArgumentParser, HelpFormatter, add_models_argument, fail, non_negative_float,
-                       non_negative_int, positive_int, positive_int_list)
+                       non_negative_int, positive_int, positive_int_list, resolve_device)
 from suite.results import SCHEMAS, ResultsError, append_rows, ensure_writable, environment, read_results, row_key
 from suite.timing import (LOW_PRECISION_DTYPES, PRECISIONS, Timing, measure_peak_tflops, precision_flags,
                           time_callable)
@@ -635,23 +635,6 @@ def build_parser() -> ArgumentParser:
                         help="i/n: measure only models i, i+n, ... of the selection (1-based), to split across processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
-
-
-def resolve_device(text: str) -> torch.device:
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise ValueError(f"unknown device {text!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {text!r}; use auto, cpu, cuda or cuda:N")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda asked for, but torch sees no CUDA device")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"no CUDA device {device.index}; this machine has {torch.cuda.device_count()}")
-    return device
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -35,3 +35,20 @@ def test_a_bad_flag_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err] and err.startswith("python -m suite.x: error:") and "--help" in err
+
+
+@pytest.mark.parametrize(("text", "message"), [("mps", "unsupported device"), ("tpu", "unknown device"), ("cuda:x", "unknown device"),
+                                               ("gpu0", "unknown device")])
+def test_bad_devices_are_refused(text: str, message: str) -> None:
+    with pytest.raises(cli.UsageError, match=message):
+        cli.resolve_device(text)
+
+
+def test_auto_and_cpu_devices() -> None:
+    import torch
+
+    assert cli.resolve_device("cpu").type == "cpu"
+    assert cli.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(cli.UsageError, match="no CUDA device"):
+            cli.resolve_device("cuda")
