@@ -102,6 +102,38 @@ def to_rgb(image: Image.Image) -> Image.Image:
 # digits: embedded, no download
 # --------------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class FileImages:
+    """Loads image `i` of a list of files. A class, not a closure, so DataLoader workers can be spawned."""
+
+    paths: tuple[Path, ...]
+
+    def __call__(self, index: int) -> Image.Image:
+        return _open_image(self.paths[index])
+
+
+@dataclass(frozen=True)
+class DigitImages:
+    """Loads 8x8 grey digit `i` upscaled (nearest) to `side` x `side`; picklable like FileImages."""
+
+    pixels: np.ndarray
+    side: int
+
+    def __call__(self, index: int) -> Image.Image:
+        small = Image.fromarray(self.pixels[index], mode="L")
+        return small.resize((self.side, self.side), Image.Resampling.NEAREST)
+
+
+@dataclass(frozen=True)
+class TorchvisionImages:
+    """Loads image `i` of a torchvision dataset (its first item); picklable like FileImages."""
+
+    dataset: Any
+
+    def __call__(self, index: int) -> Image.Image:
+        return self.dataset[index][0]
+
+
 def digits() -> Dataset:
     """scikit-learn's 8x8 digits as 32x32 RGB images; train = first 1000, test = the remaining 797."""
     from sklearn.datasets import load_digits
@@ -112,13 +144,9 @@ def digits() -> Dataset:
     classes = [str(c) for c in bunch.target_names]
 
     def split(name: str, rows: slice) -> ImageSet:
-        images, split_labels = pixels[rows], labels[rows]
-
-        def load(index: int) -> Image.Image:
-            small = Image.fromarray(images[index], mode="L")
-            return small.resize((DIGITS_SIDE, DIGITS_SIDE), Image.Resampling.NEAREST)
-
-        return ImageSet("digits", name, classes, split_labels, load, f"sklearn-digits:{name}:{len(split_labels)}")
+        split_labels = labels[rows]
+        return ImageSet("digits", name, classes, split_labels, DigitImages(pixels[rows], DIGITS_SIDE),
+                        f"sklearn-digits:{name}:{len(split_labels)}")
 
     return Dataset("digits", split("train", slice(0, DIGITS_TRAIN_SIZE)), split("test", slice(DIGITS_TRAIN_SIZE, None)))
 
@@ -161,7 +189,7 @@ def image_folder(root: str | os.PathLike, name: str | None = None) -> Dataset:
     def split(split_name: str, files: dict[str, list[Path]]) -> ImageSet:
         paths = [f for c in classes for f in files.get(c, [])]
         labels = np.array([label[c] for c in classes for _ in files.get(c, [])], dtype=np.int64)
-        return ImageSet(dataset_name, split_name, classes, labels, lambda i: _open_image(paths[i]),
+        return ImageSet(dataset_name, split_name, classes, labels, FileImages(tuple(paths)),
                         f"folder:{(root / split_name).resolve() if split_name == 'train' else test_dir.resolve()}:"
                         f"{len(paths)}")
 
@@ -214,7 +242,7 @@ def torchvision_dataset(name: str, data_dir: str | os.PathLike, download: bool =
         classes = [str(c) for c in getattr(tv, "classes", range(int(labels.max()) + 1))]
         if len(classes) <= int(labels.max()):
             classes = [str(c) for c in range(int(labels.max()) + 1)]
-        return ImageSet(name, split, classes, labels, lambda i: tv[i][0], f"torchvision:{class_name}:{root.resolve()}:"
+        return ImageSet(name, split, classes, labels, TorchvisionImages(tv), f"torchvision:{class_name}:{root.resolve()}:"
                         f"{split}:{len(labels)}")
 
     train, test = as_set(train_split, splits[train_split]), as_set(test_split, splits[test_split])
@@ -243,7 +271,7 @@ def imagenet(data_dir: str | os.PathLike) -> Dataset:
     def as_set(split: str, tv: Any) -> ImageSet:
         paths = [p for p, _ in tv.samples]
         return ImageSet("imagenet", split, classes, np.asarray(tv.targets, dtype=np.int64),
-                        lambda i: _open_image(Path(paths[i])), f"torchvision:ImageNet:{root.resolve()}:{split}")
+                        FileImages(tuple(Path(p) for p in paths)), f"torchvision:ImageNet:{root.resolve()}:{split}")
 
     return Dataset("imagenet", as_set("train", train), as_set("val", val))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import urllib.error
 from pathlib import Path
 
@@ -46,6 +47,15 @@ def test_image_folder_converts_modes_and_flags_unreadable(tmp_path):
     assert len(broken) == 1
     modes = {dataset.train.load(i).mode for i in range(len(dataset.train)) if i not in broken}
     assert modes == {"RGB"}
+
+
+def test_splits_pickle_so_spawned_loader_workers_can_use_them(tmp_path):
+    # DataLoader workers started with 'spawn' (macOS, Windows) receive the dataset by pickling.
+    folder = data.load_dataset(f"imagefolder:{write_image_folder(tmp_path / 'set')}")
+    for images in (data.load_dataset("digits").train, folder.test):
+        copy = pickle.loads(pickle.dumps(images))
+        assert np.array_equal(np.asarray(copy.load(1)), np.asarray(images.load(1)))
+        assert copy.labels.tolist() == images.labels.tolist()
 
 
 def _unreadable(images: data.ImageSet, index: int) -> bool:
