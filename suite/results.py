@@ -234,19 +234,23 @@ def _file_mode(path: Path) -> int:
     return 0o666 & ~umask
 
 
-def done_keys(path: str | os.PathLike, key_columns: Sequence[str]) -> set[tuple[str, ...]]:
-    """The key tuples (as strings) already present in a results file, for `--resume`."""
+def done_rows(path: str | os.PathLike, key_columns: Sequence[str],
+              statuses: Sequence[str] | None = None) -> dict[tuple[str, ...], dict[str, Any]]:
+    """The rows already in a results file, by key, for `--resume`; only rows whose `status` is in
+    `statuses` when given. A missing or empty file, or one without those columns, has none."""
     path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
-        return set()
+        return {}
     frame = read_results(path)
-    if any(c not in frame.columns for c in key_columns):
-        return set()
-    return {tuple(_key_str(v) for v in row) for row in frame[list(key_columns)].itertuples(index=False)}
+    needed = (*key_columns, "status") if statuses is not None else tuple(key_columns)
+    if any(c not in frame.columns for c in needed):
+        return {}
+    return {row_key(row, key_columns): row for row in frame.to_dict("records")
+            if statuses is None or row.get("status") in statuses}
 
 
 def row_key(row: Mapping[str, Any], key_columns: Sequence[str]) -> tuple[str, ...]:
-    """The key of one row in the same string form :func:`done_keys` returns."""
+    """The key of one row in the same string form :func:`done_rows` uses."""
     return tuple(_key_str(row.get(c)) for c in key_columns)
 
 

@@ -31,7 +31,7 @@ from torch import nn
 
 from suite.cli import (ArgumentParser, HelpFormatter, add_models_argument, fail, non_negative_float,
                        non_negative_int, positive_int, positive_int_list, resolve_device)
-from suite.results import SCHEMAS, ResultsError, append_rows, ensure_writable, environment, read_results, row_key
+from suite.results import SCHEMAS, ResultsError, append_rows, done_rows, ensure_writable, environment, row_key
 from suite.timing import (LOW_PRECISION_DTYPES, PRECISIONS, Timing, measure_peak_tflops, precision_flags,
                           time_callable)
 from suite.zoo import MIXER_RULES, ModelSpec, UnknownModelError, build_model, mixer_rule_used, resolve_models
@@ -386,20 +386,6 @@ class RunReport:
     interrupted: bool = False
 
 
-def load_done(out: Path) -> dict[tuple[str, ...], dict[str, Any]]:
-    """Rows of `out` that --resume treats as measured, by their key."""
-    if not out.exists() or out.stat().st_size == 0:
-        return {}
-    frame = read_results(out)
-    if any(c not in frame.columns for c in (*KEY_COLUMNS, "status")):
-        return {}
-    done = {}
-    for row in frame.to_dict("records"):
-        if row.get("status") in DONE_STATUSES:
-            done[row_key(row, KEY_COLUMNS)] = row
-    return done
-
-
 def run(specs: list[ModelSpec], settings: Settings, out: Path, *, resume: bool = False,
         progress: bool = True) -> RunReport:
     """Sweep every model over the batch sizes, appending one row per (model, batch) to `out`."""
@@ -407,7 +393,7 @@ def run(specs: list[ModelSpec], settings: Settings, out: Path, *, resume: bool =
 
     device = settings.device
     env = environment(device)
-    done = load_done(out) if resume else {}
+    done = done_rows(out, KEY_COLUMNS, DONE_STATUSES) if resume else {}
     report = RunReport(out)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -675,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
         out = output_path(args.out)
         ensure_writable(out)
         if args.resume:
-            load_done(out)
+            done_rows(out, KEY_COLUMNS, DONE_STATUSES)
     except (UnknownModelError, ValueError, ResultsError) as exc:
         fail(PROG, str(exc))
     if not specs:

@@ -55,14 +55,23 @@ def test_a_failed_write_leaves_the_old_file_intact(tmp_path: Path, monkeypatch: 
     assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]
 
 
-def test_done_keys_normalise_numbers(tmp_path: Path) -> None:
+def test_done_rows_keys_normalise_numbers(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     results.append_rows(path, [{"model": "a", "batch": 8, "tf32": True}, {"model": "b", "batch": 16.0, "tf32": False}])
-    keys = results.done_keys(path, ("model", "batch", "tf32"))
+    keys = results.done_rows(path, ("model", "batch", "tf32"))
     assert results.row_key({"model": "a", "batch": 8, "tf32": True}, ("model", "batch", "tf32")) in keys
     assert results.row_key({"model": "b", "batch": "16", "tf32": False}, ("model", "batch", "tf32")) in keys
     assert results.row_key({"model": "b", "batch": 32, "tf32": False}, ("model", "batch", "tf32")) not in keys
-    assert results.done_keys(tmp_path / "missing.csv", ("model",)) == set()
+    assert results.done_rows(tmp_path / "missing.csv", ("model",)) == {}
+
+
+def test_done_rows_can_keep_only_some_statuses(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    results.append_rows(path, [{"model": "a", "status": "ok"}, {"model": "b", "status": "error"},
+                               {"model": "c", "status": "oom"}])
+    done = results.done_rows(path, ("model",), statuses=("ok", "oom"))
+    assert sorted(done) == [("a",), ("c",)] and done[("c",)]["status"] == "oom"
+    assert results.done_rows(path, ("model", "absent"), statuses=("ok",)) == {}
 
 
 def test_malformed_files_are_refused_with_the_file_name(tmp_path: Path) -> None:
