@@ -19,6 +19,12 @@ class UsageError(ValueError):
     """Bad input from the user: reported as one line and exit code 2, never a traceback."""
 
 
+def error_line(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message (which may be empty)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def fail(prog: str, message: str) -> NoReturn:
     """Print `prog: error: message` on one line to stderr and exit with code 2."""
     text = " ".join(str(message).split())

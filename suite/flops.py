@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from suite.cli import ArgumentParser, HelpFormatter, add_models_argument, fail, positive_int_list
+from suite.cli import ArgumentParser, HelpFormatter, add_models_argument, error_line, fail, positive_int_list
 from suite.counting import count_row, summarize_disagreements
 from suite.results import ResultsError, append_rows, ensure_writable, environment
 from suite.zoo import MIXER_RULES, UnknownModelError, resolve_models
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             row = count_row(spec, size, args.mixer_rule, args.cross_check, args.num_classes[0])
         except (ValueError, AssertionError, RuntimeError) as exc:
-            tqdm.write(f"{PROG}: skipped {spec.name} at {size}: {str(exc).splitlines()[0]}", file=sys.stderr)
+            tqdm.write(f"{PROG}: skipped {spec.name} at {size}: {error_line(exc)}", file=sys.stderr)
             continue
         row = {**row, **env}
         rows.append(row)

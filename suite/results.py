@@ -20,6 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from suite.cli import error_line
+
 #: Columns every harness row carries (filled by :func:`environment`).
 ENVIRONMENT_COLUMNS = (
     "device",
@@ -144,15 +146,11 @@ def read_results(path: str | os.PathLike, required: Sequence[str] = ()) -> pd.Da
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=list(required))
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ResultsError(f"{path}: not a readable CSV ({_first_line(exc)})") from None
+        raise ResultsError(f"{path}: not a readable CSV ({error_line(exc)})") from None
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}")
     return frame
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def append_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]],

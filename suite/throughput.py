@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from suite.cli import (ArgumentParser, HelpFormatter, add_models_argument, fail, non_negative_float,
-                       non_negative_int, positive_int, positive_int_list, resolve_device)
+from suite.cli import (ArgumentParser, HelpFormatter, add_models_argument, error_line, fail,
+                       non_negative_float, non_negative_int, positive_int, positive_int_list, resolve_device)
 from suite.results import SCHEMAS, ResultsError, append_rows, done_rows, ensure_writable, environment, row_key
 from suite.timing import (LOW_PRECISION_DTYPES, PRECISIONS, Timing, measure_peak_tflops, precision_flags,
                           time_callable)
@@ -334,11 +334,6 @@ def _max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _error_text(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}".strip()
-
-
 # --------------------------------------------------------------------------------------------------
 # The sweep
 # --------------------------------------------------------------------------------------------------
@@ -474,7 +469,7 @@ def _sweep_model(spec: ModelSpec, settings: Settings, env: dict[str, Any], tf32:
                 timing, peak_mb = measure(model, spec, batch, settings, remaining)
             except Exception as exc:  # one failing model must not stop the run
                 row["status"] = "oom" if is_out_of_memory(exc) else "error"
-                row["error"] = _error_text(exc)
+                row["error"] = error_line(exc)
                 row["sweep_stop"] = row["status"]
                 row["params"] = built.params if built else None
                 _write(out, row, report)

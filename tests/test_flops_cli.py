@@ -49,3 +49,18 @@ def test_unwritable_output_exits_2_before_counting(tmp_path: Path, capsys: pytes
         flops.main(["--models", "Mixer-S/32", "--out", str(blocker / "flops.csv")])
     assert info.value.code == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_a_model_that_fails_to_count_is_skipped_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    real = flops.count_row
+
+    def fail_on_vit(spec, *args, **kwargs):
+        if spec.family == "attention":
+            raise AssertionError()  # no message at all
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(flops, "count_row", fail_on_vit)
+    assert flops.main(["--models", "Mixer-S/32,vit_tiny_patch16_224", "--out", str(tmp_path)]) == 0
+    assert "skipped vit_tiny_patch16_224 at 224: AssertionError" in capsys.readouterr().err
+    assert read_results(tmp_path / "flops.csv")["model"].tolist() == ["Mixer-S/32"]
