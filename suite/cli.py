@@ -43,15 +43,25 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Show defaults and keep the description's line breaks."""
 
 
-def positive_int_list(text: str) -> list[int]:
-    """Parse '1,2,4' into [1, 2, 4]; every value must be a positive integer."""
+def _int_list(text: str, accept: Callable[[int], bool], expected: str) -> list[int]:
+    """Parse '1,2,4'; an ArgumentTypeError naming what was `expected` if any value fails or is refused."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not values or not all(accept(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return values
+
+
+def positive_int_list(text: str) -> list[int]:
+    """Parse '1,2,4' into [1, 2, 4]; every value must be a positive integer."""
+    return _int_list(text, lambda v: v > 0, "comma-separated positive integers")
+
+
+def non_negative_int_list(text: str) -> list[int]:
+    """Parse '0,1,2' into [0, 1, 2]; every value must be an integer >= 0 (seeds, for example)."""
+    return _int_list(text, lambda v: v >= 0, "comma-separated non-negative integers")
 
 
 def _number(text: str, convert: Callable[[str], float], accept: Callable[[float], bool], expected: str) -> Any:

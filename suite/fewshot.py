@@ -21,8 +21,8 @@ import pandas as pd
 import torch
 
 from suite import probe
-from suite.cli import (ArgumentParser, HelpFormatter, UsageError, fail, positive_float, positive_int,
-                       positive_int_list, resolve_device)
+from suite.cli import (ArgumentParser, HelpFormatter, UsageError, fail, non_negative_int_list, positive_float,
+                       positive_int, positive_int_list, resolve_device)
 from suite.data import DataError, Dataset, check_shots, load_dataset, parse_datasets
 from suite.features import FeatureSource, Weights, WeightsError, default_cache_dir, parse_weights
 from suite.results import ResultsError, append_rows, ensure_writable, environment
@@ -136,17 +136,6 @@ def _choose_heldout(store: Any, train: Any, per_class: list[np.ndarray], held: i
 # Command line
 # --------------------------------------------------------------------------------------------------
 
-def seed_list(text: str) -> list[int]:
-    """Parse '0,1,2': comma-separated non-negative integers."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated non-negative integers, got {text!r}") from None
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated non-negative integers, got {text!r}")
-    return values
-
-
 def rule_list(text: str) -> list[str]:
     rules = [r.strip() for r in text.split(",") if r.strip()]
     if not rules or any(r not in L2_RULES for r in rules):
@@ -168,7 +157,7 @@ def build_parser() -> ArgumentParser:
                         help="comma-separated: digits (embedded, no download), cifar10, cifar100, pets, flowers102, "
                         "imagenet, imagefolder (= --data-dir) or imagefolder:PATH (PATH/train and PATH/test or val)")
     parser.add_argument("--shots", type=positive_int_list, default="1,5,10,25", help="images per class")
-    parser.add_argument("--seeds", type=seed_list, default="0,1,2", help="one sampling of the shots per seed")
+    parser.add_argument("--seeds", type=non_negative_int_list, default="0,1,2", help="one sampling of the shots per seed")
     parser.add_argument("--weights", default="pretrained",
                         help="'pretrained' (the zoo's timm tag), 'random' (seeded init) or a checkpoint PATH "
                         "(.pth/.pt/.safetensors; a state_dict, or one under 'state_dict' or 'model')")

@@ -17,6 +17,7 @@ from suite import cli
         (cli.positive_float, {"0.5": 0.5, "1024": 1024.0}, ["0", "-2", "inf", "nan", "x"]),
         (cli.non_negative_float, {"0": 0.0, "2.5": 2.5}, ["-0.1", "inf", "nan", "x"]),
         (cli.positive_int_list, {"1,2,4": [1, 2, 4], "8": [8]}, ["0", "1,0", "a,b", ""]),
+        (cli.non_negative_int_list, {"0,1,2": [0, 1, 2], "7": [7]}, ["-1", "0,-2", "a", ""]),
     ],
 )
 def test_number_flags(parse, good, bad) -> None:
