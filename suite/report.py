@@ -73,8 +73,6 @@ def load_results(results_dir: Path) -> dict[str, pd.DataFrame | None]:
         if not path.exists():
             loaded[kind] = None
             continue
-        if path.is_dir():
-            raise ResultsError(f"{path}: is a folder, expected a CSV file")
         frame = read_results(path, required=tuple(columns) + ENVIRONMENT_COLUMNS)
         loaded[kind] = validate(kind, frame, path) if len(frame) else None
     return loaded

@@ -141,6 +141,8 @@ def read_results(path: str | os.PathLike, required: Sequence[str] = ()) -> pd.Da
     path = Path(path)
     if not path.exists():
         raise ResultsError(f"{path}: no such results file")
+    if path.is_dir():
+        raise ResultsError(f"{path}: is a folder, not a results file")
     try:
         frame = pd.read_csv(path, keep_default_na=True)
     except pd.errors.EmptyDataError:

@@ -85,6 +85,9 @@ def test_malformed_files_are_refused_with_the_file_name(tmp_path: Path) -> None:
         results.read_results(good, required=("model", "macs"))
     with pytest.raises(results.ResultsError, match="no such"):
         results.read_results(tmp_path / "nope.csv")
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(results.ResultsError, match="folder.csv: is a folder"):
+        results.read_results(tmp_path / "folder.csv")
 
 
 def test_unwritable_destination_is_refused_early(tmp_path: Path) -> None:
