@@ -31,6 +31,7 @@ from torch import nn
 
 from suite.cli import (ArgumentParser, HelpFormatter, add_models_argument, error_line, fail,
                        non_negative_float, non_negative_int, positive_int, positive_int_list, resolve_device)
+from suite.counting import macs_per_image
 from suite.results import SCHEMAS, ResultsError, append_rows, done_rows, ensure_writable, environment, row_key
 from suite.timing import (LOW_PRECISION_DTYPES, PRECISIONS, Timing, measure_peak_tflops, precision_flags,
                           time_callable)
@@ -186,10 +187,6 @@ def free_memory_bytes(device: torch.device) -> int | None:
 
 def count_macs(spec: ModelSpec, img_size: int, mixer_rule: str) -> int | None:
     """MACs per image from the suite's counter (matmul/conv, attention included); None if it cannot."""
-    try:
-        from suite.counting import macs_per_image
-    except ImportError:
-        return None
     try:
         return int(macs_per_image(spec, img_size, mixer_rule))
     except Exception:  # a counting failure must not cost the timing row
