@@ -19,7 +19,7 @@ import difflib
 import fnmatch
 import functools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -230,6 +230,8 @@ def _lineup() -> dict[str, ModelSpec]:
 
 
 REGISTRY: dict[str, ModelSpec] = _lineup()
+#: The registry keyed by lower-case name, so paper names match case-insensitively.
+_BY_LOWER: dict[str, ModelSpec] = {name.lower(): spec for name, spec in REGISTRY.items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -239,10 +241,6 @@ REGISTRY: dict[str, ModelSpec] = _lineup()
 def names() -> list[str]:
     """The paper names of the whole lineup, in registry order."""
     return list(REGISTRY)
-
-
-def _by_lower() -> dict[str, ModelSpec]:
-    return {name.lower(): spec for name, spec in REGISTRY.items()}
 
 
 @functools.lru_cache(maxsize=1)
@@ -257,7 +255,7 @@ def spec_from_timm(name: str) -> ModelSpec:
         raise UnknownModelError(_unknown_message(name))
     for spec in REGISTRY.values():
         if spec.timm_name == arch_name:
-            return spec if not tag else _replace(spec, pretrained_tag=name)
+            return spec if not tag else replace(spec, pretrained_tag=name)
     cfg = timm.models.get_pretrained_cfg(name) or timm.models.get_pretrained_cfg(arch_name)
     img_size = int(cfg.input_size[-1]) if cfg is not None else 224
     module = timm.models.model_entrypoint(arch_name).__module__
@@ -273,25 +271,17 @@ def spec_from_timm(name: str) -> ModelSpec:
     )
 
 
-def _replace(spec: ModelSpec, **changes: Any) -> ModelSpec:
-    from dataclasses import replace
-
-    return replace(spec, **changes)
-
-
 def get_spec(name: str) -> ModelSpec:
     """Look up one model by paper name (case-insensitive) or timm name."""
-    spec = REGISTRY.get(name) or _by_lower().get(name.lower())
+    spec = REGISTRY.get(name) or _BY_LOWER.get(name.lower())
     if spec is not None:
         return spec
     return spec_from_timm(name)
 
 
 def _unknown_message(entry: str) -> str:
-    pool = names() + [f"{g}" for g in GROUPS + FAMILIES]
-    close = difflib.get_close_matches(entry, pool, n=3, cutoff=0.5)
-    close += [n for n in difflib.get_close_matches(entry.lower(), [p.lower() for p in pool], n=3, cutoff=0.5)
-              if n not in [c.lower() for c in close]]
+    by_lower = {name.lower(): name for name in [*names(), *GROUPS, *FAMILIES]}
+    close = [by_lower[m] for m in difflib.get_close_matches(entry.lower(), list(by_lower), n=3, cutoff=0.5)]
     timm_close = difflib.get_close_matches(entry, sorted(_timm_names()), n=3, cutoff=0.7)
     hint = close[:3] + [t for t in timm_close if t not in close][:2]
     suggestion = f"; did you mean {', '.join(hint)}?" if hint else "; see python -m suite.zoo for the lineup"
