@@ -9,7 +9,6 @@ hybrids their own teal. Markers differ too, so the figures survive grey-scale pr
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from suite.pareto import Sense, pareto_mask  # noqa: E402
+from suite.results import write_atomic  # noqa: E402
 
 #: family -> (colour, marker, legend label); the one palette of the suite.
 FAMILY_STYLE: dict[str, tuple[str, str, str]] = {
@@ -288,15 +288,10 @@ def save_figure(fig: Figure, stem: Path, salt: str) -> tuple[str, list[Path]]:
     """
     document = svg_document(fig, salt)
     svg_path, pdf_path = stem.with_suffix(".svg"), stem.with_suffix(".pdf")
-    _replace_with(svg_path, document.encode("utf-8"))
+    write_atomic(svg_path, document)
     buffer = io.BytesIO()
     with matplotlib.rc_context(STYLE):
         fig.savefig(buffer, format="pdf", metadata={"CreationDate": None})
-    _replace_with(pdf_path, buffer.getvalue())
+    write_atomic(pdf_path, buffer.getvalue())
     return document, [pdf_path, svg_path]
 
-
-def _replace_with(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -203,16 +203,17 @@ def ensure_writable(path: str | os.PathLike) -> Path:
     return path
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text to `path` through a temporary file and an atomic rename."""
+def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
+    """Write `content` (text as UTF-8, or bytes) to `path` through a temporary file and an atomic rename."""
     path = Path(path)
+    data = content.encode("utf-8") if isinstance(content, str) else content
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise ResultsError(f"{path}: cannot write ({exc.strerror})") from None
     try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, _file_mode(path))
