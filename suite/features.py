@@ -4,19 +4,26 @@ The features are what the classifier head would see: timm's `forward_features` t
 `forward_head(pre_logits=True)`, on images prepared by the checkpoint's own data config (size,
 crop, interpolation, mean/std, from timm's `resolve_data_config` + `create_transform`).
 
-They are cached per (model, weights, dataset split, preprocessing) in one file that holds the
-features of every example computed so far, so a run with other shots or seeds computes only the
-examples it has not seen (none, usually). For a local checkpoint the key includes the file's
-SHA-256, so a changed checkpoint never reuses stale features.
+Extraction is float32 for real: TF32 is off for cuBLAS matmuls *and* cuDNN convolutions (whose
+TF32 default is on, which would put every patch embedding and convolution of a GPU run in TF32),
+and cuDNN's benchmark autotuner is off, so the algorithms do not change from run to run.
+
+They are cached per (model, weights, dataset split, preprocessing, how they were computed) in one
+file that holds the features of every example computed so far, so a run with other shots or seeds
+computes only the examples it has not seen (none, usually). For a local checkpoint the key includes
+the file's SHA-256, so a changed checkpoint never reuses stale features; the device, its name, the
+precision and TF32 state and the torch / timm / cuDNN versions are in the key too, so CPU and GPU
+features (or features of two torch versions) never mix in one probe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +34,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from suite.data import ImageSet, UnreadableImage
+from suite.results import cpu_name
+from suite.timing import precision_flags
 from suite.zoo import ModelSpec, build_model
 
 #: torch seed used to initialise `--weights random` models, so their features are repeatable.
@@ -194,7 +203,7 @@ def extract(model: nn.Module, images: ImageSet, indices: Sequence[int], config: 
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False,
                                          pin_memory=torch.device(device).type == "cuda")
     features, readable = [], []
-    with torch.inference_mode():
+    with exact_fp32(torch.device(device)), torch.inference_mode():
         for batch, ok in tqdm(loader, desc=description, unit="batch", leave=False, dynamic_ncols=True):
             out = pre_logits(model, batch.to(device, non_blocking=True))
             features.append(out.float().cpu().numpy())
@@ -202,6 +211,34 @@ def extract(model: nn.Module, images: ImageSet, indices: Sequence[int], config: 
     if not features:
         return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=bool)
     return np.concatenate(features), np.concatenate(readable)
+
+
+@contextlib.contextmanager
+def exact_fp32(device: torch.device) -> Iterator[None]:
+    """Float32 as it says: TF32 off for matmul and convolution, cuDNN's autotuner off; restored after."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        with precision_flags("fp32", device):
+            yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+def extraction_key(device: torch.device | str) -> dict[str, Any]:
+    """Everything besides the model, weights, data and preprocessing that changes the features."""
+    import timm
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        name = torch.cuda.get_device_name(index)
+    else:
+        name = cpu_name()
+    cudnn = torch.backends.cudnn.version() if device.type == "cuda" else None
+    return {"device": device.type, "device_name": name, "precision": "fp32", "tf32": False,
+            "cudnn_benchmark": False, "torch": torch.__version__, "timm": timm.__version__,
+            "cudnn": str(cudnn or "")}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -298,6 +335,7 @@ class FeatureSource:
             "model": self.spec.name, "build": self.spec.build_source, "weights": self.weights.tag(self.spec),
             "weights_sha256": self.weights.sha256, "dataset": images.name, "split": images.split,
             "source": images.source, "img_size": self.img_size, "preprocessing": self.config,
+            "extraction": extraction_key(self.device),
         }
         return FeatureStore.open(self.cache_dir, key)
 

@@ -227,3 +227,64 @@ def test_changed_checkpoint_is_not_served_from_the_cache(tmp_path, folder, check
     assert _run(*common) == 0
     assert sum(forward_calls) >= 9
     assert pd.read_csv(tmp_path / "o.csv")["weights_sha256"].nunique() == 2
+
+
+def test_features_are_extracted_in_exact_fp32(tmp_path, folder, checkpoint, monkeypatch):
+    """Inside the forward passes: TF32 off for matmul and cuDNN convolution (whose default is on),
+    cuDNN's autotuner off, whatever the user had set; everything put back afterwards."""
+    from suite.timing import tf32_state
+
+    seen = []
+    original = features.pre_logits
+
+    def recording(model, images):
+        seen.append((tf32_state(), torch.backends.cudnn.benchmark))
+        return original(model, images)
+
+    monkeypatch.setattr(features, "pre_logits", recording)
+    weights = features.parse_weights(str(checkpoint))
+    model = features.load_model(get_spec(TINY), weights)
+    images = fewshot.load_dataset(f"imagefolder:{folder}", str(tmp_path)).test
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.benchmark = True
+    try:
+        before = tf32_state()
+        features.extract(model, images, range(3), features.data_config(get_spec(TINY), weights), batch_size=2)
+        after, benchmark = tf32_state(), torch.backends.cudnn.benchmark
+    finally:
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.cudnn.benchmark = False
+    assert seen == [({"matmul": "ieee", "cudnn_conv": "ieee"}, False)] * 2
+    assert after == before == {"matmul": "tf32", "cudnn_conv": "tf32"} and benchmark is True
+
+
+def test_exact_fp32_is_set_and_restored_on_any_device():
+    from suite.timing import tf32_state
+
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.benchmark = True
+    try:
+        before = tf32_state()
+        with features.exact_fp32(torch.device("cuda")):
+            assert tf32_state() == {"matmul": "ieee", "cudnn_conv": "ieee"}
+            assert torch.backends.cudnn.benchmark is False
+        assert tf32_state() == before and torch.backends.cudnn.benchmark is True
+    finally:
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.cudnn.benchmark = False
+
+
+def test_features_of_another_device_are_not_served_from_the_cache(tmp_path, folder, checkpoint, forward_calls,
+                                                                  monkeypatch):
+    common = ["--datasets", f"imagefolder:{folder}", "--weights", str(checkpoint), "--shots", "2", "--seeds", "0",
+              "--l2-rules", "fixed", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "o.csv")]
+    assert _run(*common) == 0
+    forward_calls.clear()
+    assert _run(*common) == 0
+    assert forward_calls == []  # same device, same everything: served from the cache
+    key = features.extraction_key("cpu")
+    assert {"device", "device_name", "precision", "tf32", "torch", "timm", "cudnn"} <= set(key)
+    monkeypatch.setattr(features, "extraction_key", lambda device: {**key, "device": "cuda",
+                                                                     "device_name": "NVIDIA H100 80GB HBM3"})
+    assert _run(*common) == 0
+    assert sum(forward_calls) >= 9  # another device's features are computed, never mixed in
