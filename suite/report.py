@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from suite.cli import ArgumentParser, HelpFormatter, fail
-from suite.results import ENVIRONMENT_COLUMNS, SCHEMAS, ResultsError, read_results, write_atomic
+from suite.results import ENVIRONMENT_COLUMNS, SCHEMAS, THROUGHPUT_STATUSES, ResultsError, read_results, write_atomic
 
 PROG = "python -m suite.report"
 
@@ -44,7 +44,6 @@ ENABLES = {
     "throughput": "throughput tables and figures, the comparison with the paper's Table 3",
     "fewshot": "few-shot tables and the accuracy/throughput and accuracy/GMACs frontiers",
 }
-STATUSES = ("ok", "oom", "error")
 
 #: Numeric columns checked in each file: (column, must it be filled in).
 #: For throughput, images_per_sec must be filled in on rows whose status is ok.
@@ -117,11 +116,11 @@ def validate(kind: str, frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         frame[column] = numbers
     if kind == "throughput":
         status = frame["status"].fillna("").astype(str).str.strip().str.lower()
-        unknown = ~status.isin(STATUSES)
+        unknown = ~status.isin(THROUGHPUT_STATUSES)
         if unknown.any():
             index = unknown.idxmax()
             raise ResultsError(f"{_where(path, frame, index)}: status {frame.at[index, 'status']!r} "
-                               f"is not one of {', '.join(STATUSES)}")
+                               f"is not one of {', '.join(THROUGHPUT_STATUSES)}")
         frame["status"] = status
         ok = status == "ok"
         missing = ok & frame["images_per_sec"].isna()
@@ -348,6 +347,14 @@ def join(left: pd.DataFrame, right: pd.DataFrame, on: Sequence[str] = ("model", 
     """
     overlap = [c for c in right.columns if c in left.columns and c not in on]
     return left.drop(columns=overlap).merge(right, on=list(on), how=how)
+
+
+def sweep_rows(throughput: pd.DataFrame) -> pd.DataFrame:
+    """The batch-sweep rows (bench 'infer', or no bench column: files of earlier suite versions);
+    batch-1 latency rows are a measurement of their own and never compete for the best throughput."""
+    if "bench" not in throughput.columns:
+        return throughput
+    return throughput[throughput["bench"].fillna("infer").astype(str) == "infer"]
 
 
 def best_throughput(rows: pd.DataFrame) -> pd.DataFrame:
@@ -600,7 +607,7 @@ def build_sections(results: dict[str, pd.DataFrame | None], paper: dict[str, pd.
 
     points = fewshot_points(fewshot) if fewshot is not None else None
     if throughput is not None:
-        for (device_name, precision), rows in throughput.groupby(["device_name", "precision"], sort=True):
+        for (device_name, precision), rows in sweep_rows(throughput).groupby(["device_name", "precision"], sort=True):
             sections.append(device_section(device_name, precision, rows, flops, points, paper))
 
     if points is not None:

@@ -60,6 +60,13 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: What a throughput row's `status` may say (suite.sweep and suite.jobs write them; the report reads them):
+#: measured; out of memory; cuDNN cannot run it; a launch configuration CUDA refuses; compiled code that
+#: fell back to eager or recompiled while timed; another exception; the child process died.
+THROUGHPUT_STATUSES = ("ok", "oom", "unsupported", "invalid_config", "compile_fallback", "compile_recompiled",
+                       "error", "crashed")
+
+
 class ResultsError(ValueError):
     """A results file that cannot be read or written; the message names the file (and row)."""
 

@@ -1,372 +1,55 @@
-"""`python -m suite.throughput`: batch-swept inference throughput of the lineup, with MFU.
+"""`python -m suite.throughput`: batch-swept inference throughput and batch-1 latency of the lineup.
 
-For each model and each batch size of the sweep: random weights and a random input already on the
-device, `eval()` + `torch.inference_mode()`, a warm-up at that batch size, then timed steps (CUDA
-events on GPU, a monotonic clock on CPU; see :mod:`suite.timing`). Each (model, batch) becomes one
-row of `results/throughput.csv` with the median step time, its spread, images/sec, peak memory,
-achieved TFLOP/s from the counted MACs and the model-FLOPs utilization against a matmul peak
-measured on the same device at the same precision, plus every setting and the environment.
-
-Timing does not depend on weight values, so models are built on the meta device, materialized
-with `to_empty` and filled with cheap scaled random values (never zeros); see :func:`build_for_timing`.
+For each model: random weights and a random input already on the device, `eval()` +
+`torch.inference_mode()`, its batch-1 latency, then each batch size of the sweep (warm-up, timed
+steps, telemetry) until the sweep stops; one row per measurement goes to `results/throughput.csv`
+with the median step time and its spread, images/sec, peak memory, achieved TFLOP/s from the
+counted MACs, MFU against the measured and the datasheet peak, clocks, power and energy, every
+setting and the environment. Each model runs in its own child process (:mod:`suite.jobs`); the
+measurement itself is :mod:`suite.sweep`, its rules the presets of :mod:`suite.settings`.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import math
 import os
-import resource
 import sys
 import time
-from collections.abc import Callable, Iterable
-from contextlib import nullcontext
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from suite.cli import (ArgumentParser, HelpFormatter, add_models_argument, error_line, fail,
-                       non_negative_float, non_negative_int, positive_int, positive_int_list, resolve_device)
-from suite.counting import macs_per_image
-from suite.results import SCHEMAS, ResultsError, append_rows, done_rows, ensure_writable, environment, row_key
-from suite.timing import (LOW_PRECISION_DTYPES, PRECISIONS, Timing, measure_peak_tflops, precision_flags,
-                          time_callable)
-from suite.zoo import MIXER_RULES, ModelSpec, UnknownModelError, build_model, mixer_rule_used, resolve_models
+from suite.cli import (ArgumentParser, HelpFormatter, UsageError, add_models_argument, fail, non_negative_float,
+                       non_negative_int, positive_int, positive_int_list, resolve_device)
+from suite.jobs import ChildRunner, InProcessRunner, Outcome
+from suite.peaks import NAMED_DEVICES, PEAK_RULES, datasheet_peak
+from suite.plan import DeviceModel, device_model, estimate_run, peak_seconds
+from suite.results import SCHEMAS, ResultsError, append_rows, cpu_name, done_rows, ensure_writable, row_key
+from suite.settings import CHANNELS_LAST_RULES, PRECISION_MODES, PRESETS, Settings, default_preset, preset_help
+from suite.sweep import Instruments, ModelJob, base_row, resume_plan
+from suite.timing import PRECISIONS, default_clock
+from suite.zoo import MIXER_RULES, ModelSpec, UnknownModelError, mixer_rule_used, resolve_models
 
 PROG = "python -m suite.throughput"
 DEFAULT_OUT = Path("results") / "throughput.csv"
 OUT_FILE_NAME = "throughput.csv"
 
-#: The paper's sweep (32 .. 8192) on GPU; a short one on CPU so the whole lineup finishes.
-GPU_BATCH_SIZES = tuple(2**k for k in range(5, 14))
-CPU_BATCH_SIZES = (1, 2, 4, 8)
+#: The columns that identify a measurement for --resume: what was measured, every setting, the device.
+KEY_COLUMNS = ("bench", "model", "img_size", "batch_size", "precision", "precision_mode", "channels_last_rule",
+               "compile", "compile_backend", "compile_mode", "cuda_graphs", "mixer_rule", "device", "device_name")
 
-#: The columns that identify a measurement for --resume: the model, every setting, the batch, the device.
-KEY_COLUMNS = ("model", "img_size", "batch_size", "precision", "precision_mode", "channels_last", "compile",
-               "cuda_graphs", "mixer_rule", "device", "device_name")
-
-#: Rows with these statuses count as measured for --resume; error rows are tried again.
-DONE_STATUSES = ("ok", "oom")
-
-_BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything that changes a measurement; every field is written into every row."""
-
-    device: torch.device
-    precision: str = "fp32"
-    precision_mode: str = "autocast"
-    channels_last: str = "auto"
-    compile: bool = False
-    cuda_graphs: bool = False
-    img_size: int | None = None
-    mixer_rule: str = "paper"
-    batch_sizes: tuple[int, ...] = CPU_BATCH_SIZES
-    warmup: int = 1
-    repeats: int = 5
-    min_time_s: float = 0.0
-    model_budget_s: float = 0.0
-    stop_when_flat: bool = True
-    flat_tolerance: float = 0.02
-
-    @property
-    def mode(self) -> str:
-        """'autocast' or 'pure' for bf16/fp16; 'none' for fp32/tf32 where there is nothing to choose."""
-        return self.precision_mode if self.precision in LOW_PRECISION_DTYPES else "none"
-
-    def uses_channels_last(self, spec: ModelSpec) -> bool:
-        if self.channels_last == "auto":
-            return spec.family == "conv"
-        return self.channels_last == "on"
-
-    def model_img_size(self, spec: ModelSpec) -> int:
-        return int(self.img_size or spec.img_size)
+#: Rows with these statuses count as measured for --resume ('error' rows are tried again, and
+#: 'crashed' ones too with --retry-crashed).
+DONE_STATUSES = ("ok", "oom", "unsupported", "invalid_config", "compile_fallback", "compile_recompiled", "crashed")
 
 
 # --------------------------------------------------------------------------------------------------
-# Building a model for timing
+# The run
 # --------------------------------------------------------------------------------------------------
-
-@dataclass
-class BuiltModel:
-    model: nn.Module
-    build_s: float
-    method: str
-    params: int
-
-
-def build_for_timing(spec: ModelSpec, img_size: int, mixer_rule: str, device: torch.device,
-                     seed: int = 0) -> BuiltModel:
-    """Build `spec` on `device` with random weights, fast.
-
-    timm's random init of a 900M-parameter model takes minutes on two CPU cores; timing does not
-    depend on weight values, so the model is built on the meta device, materialized with
-    `to_empty` and filled by :func:`fill_random_`. A model with buffers other than BatchNorm
-    statistics (e.g. index tables computed at init) is built the ordinary way instead.
-    """
-    start = time.perf_counter()
-    meta = build_model(spec, img_size=img_size, mixer_rule=mixer_rule, device="meta")
-    params = sum(p.numel() for p in meta.parameters())
-    check_fits(meta, device)
-    if all(name.rsplit(".", 1)[-1] in _BN_BUFFERS for name, _ in meta.named_buffers()):
-        model = meta.to_empty(device=device)
-        fill_random_(model, seed)
-        method = "meta+to_empty+scaled-uniform"
-    else:
-        del meta
-        model = build_model(spec, img_size=img_size, mixer_rule=mixer_rule, device=device)
-        method = "timm-init"
-    return BuiltModel(model.eval(), time.perf_counter() - start, method, params)
-
-
-@torch.no_grad()
-def fill_random_(model: nn.Module, seed: int = 0) -> None:
-    """Fill every parameter with scaled uniform noise cut from one random pool (fast, never zero).
-
-    Matrices and kernels get variance 1/fan_in (activations keep their scale through deep models,
-    so no inf/NaN or denormals skew the timing); biases get small values; other vectors (norm
-    gains, layer scales) get values near 1. BatchNorm statistics get mean 0 and variance 1.
-    """
-    params = list(model.parameters())
-    if not params:
-        return
-    device = params[0].device
-    chunk = 1 << 22
-    generator = torch.Generator(device=device).manual_seed(seed)
-    pool = torch.empty(2 * chunk, device=device).uniform_(-1.0, 1.0, generator=generator)
-    offset = 0
-    for name, param in model.named_parameters():
-        flat = param.view(-1)
-        if param.ndim >= 2:
-            scale, shift = math.sqrt(3.0 / max(1, param[0].numel())), 0.0
-        elif name.endswith("bias"):
-            scale, shift = 0.02, 0.0
-        else:
-            scale, shift = 0.1, 1.0
-        for start in range(0, flat.numel(), chunk):
-            piece = flat[start:start + chunk]
-            source = pool[offset:offset + piece.numel()].to(piece.dtype)
-            torch.mul(source, scale, out=piece)
-            if shift:
-                piece.add_(shift)
-            offset = (offset + 7919) % chunk
-    for name, buffer in model.named_buffers():
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf == "running_var":
-            buffer.fill_(1.0)
-        elif leaf in ("running_mean", "num_batches_tracked"):
-            buffer.zero_()
-
-
-def check_fits(meta_model: nn.Module, device: torch.device) -> None:
-    """Refuse (as out-of-memory) a model whose fp32 weights alone exceed 90% of free device memory."""
-    needed = sum(p.numel() * p.element_size() for p in meta_model.parameters())
-    free = free_memory_bytes(device)
-    if free is not None and needed > 0.9 * free:
-        raise MemoryError(f"weights need {needed / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free")
-
-
-def free_memory_bytes(device: torch.device) -> int | None:
-    """Free memory on `device` (CUDA: mem_get_info; CPU: MemAvailable), or None if unknown."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def count_macs(spec: ModelSpec, img_size: int, mixer_rule: str) -> int | None:
-    """MACs per image from the suite's counter (matmul/conv, attention included); None if it cannot."""
-    try:
-        return int(macs_per_image(spec, img_size, mixer_rule))
-    except Exception:  # a counting failure must not cost the timing row
-        return None
-
-
-# --------------------------------------------------------------------------------------------------
-# Measuring one (model, batch)
-# --------------------------------------------------------------------------------------------------
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA OOM, a failed CPU allocation, or a MemoryError."""
-    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
-                                              or "failed to allocate" in text)
-
-
-def free_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def _autocast(settings: Settings) -> Any:
-    if settings.mode != "autocast":
-        return nullcontext()
-    return torch.autocast(device_type=settings.device.type, dtype=LOW_PRECISION_DTYPES[settings.precision],
-                          cache_enabled=not settings.cuda_graphs)
-
-
-def prepare_model(model: nn.Module, spec: ModelSpec, settings: Settings) -> nn.Module:
-    """Cast (pure low precision), set the memory format, compile: what the settings ask for."""
-    if settings.mode == "pure":
-        model = model.to(LOW_PRECISION_DTYPES[settings.precision])
-    if settings.uses_channels_last(spec):
-        model = model.to(memory_format=torch.channels_last)
-    if settings.compile:
-        model = torch.compile(model)
-    return model
-
-
-def make_input(batch: int, img_size: int, spec: ModelSpec, settings: Settings) -> torch.Tensor:
-    """A random (never zero) image batch on the device, in the dtype and memory format the model takes."""
-    dtype = LOW_PRECISION_DTYPES[settings.precision] if settings.mode == "pure" else torch.float32
-    x = torch.randn(batch, 3, img_size, img_size, device=settings.device, dtype=dtype)
-    if settings.uses_channels_last(spec):
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
-def make_step(model: nn.Module, x: torch.Tensor, cuda_graphs: bool) -> Callable[[], object]:
-    """The callable that is timed: one forward pass, or one replay of its captured CUDA graph."""
-    def forward() -> object:
-        return model(x)
-
-    if not cuda_graphs:
-        return forward
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            forward()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        forward()
-    return graph.replay
-
-
-def measure(model: nn.Module, spec: ModelSpec, batch: int, settings: Settings,
-            max_time_s: float | None) -> tuple[Timing, float | None]:
-    """Time `model` at `batch`; return the timing and the peak device memory in MB (CUDA only)."""
-    device = settings.device
-    x = make_input(batch, settings.model_img_size(spec), spec, settings)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    with torch.inference_mode(), _autocast(settings):
-        step = make_step(model, x, settings.cuda_graphs)
-        timing = time_callable(step, device, warmup=settings.warmup, repeats=settings.repeats,
-                               min_time_s=settings.min_time_s, max_time_s=max_time_s)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return timing, peak
-
-
-# --------------------------------------------------------------------------------------------------
-# Rows
-# --------------------------------------------------------------------------------------------------
-
-def base_row(spec: ModelSpec, batch: int, settings: Settings, env: dict[str, Any], tf32: bool) -> dict[str, Any]:
-    """The identifying and settings columns of one row (status and measurements come later)."""
-    img = settings.model_img_size(spec)
-    return {
-        "model": spec.name, "group": spec.group, "family": spec.family, "timm_name": spec.timm_name or "",
-        "build_source": spec.build_source, "img_size": img, "batch_size": batch,
-        "precision": settings.precision, "precision_mode": settings.mode, "tf32": tf32,
-        "channels_last": settings.uses_channels_last(spec), "compile": settings.compile,
-        "cuda_graphs": settings.cuda_graphs, "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
-        "mixer_rule": mixer_rule_used(spec, img, settings.mixer_rule),
-        "warmup": settings.warmup, "repeats": settings.repeats, "min_time_s": settings.min_time_s,
-        "model_budget_s": settings.model_budget_s, "stop_when_flat": settings.stop_when_flat,
-        "status": "", "error": "", "sweep_stop": "",
-        **env,
-    }
-
-
-def fill_measurement(row: dict[str, Any], timing: Timing, peak_mb: float | None, macs: int | None,
-                     peak_tflops: float | None, params: int) -> None:
-    """Add the measured columns (ours and timm benchmark.py's) to a row."""
-    batch = row["batch_size"]
-    images_per_sec = batch / timing.median_s
-    achieved = 2.0 * macs * images_per_sec / 1e12 if macs else None
-    row.update({
-        "status": "ok",
-        "timed_steps": timing.steps,
-        "step_time_median_ms": timing.median_s * 1e3,
-        "step_time_p10_ms": timing.p10_s * 1e3,
-        "step_time_p90_ms": timing.p90_s * 1e3,
-        "step_time_iqr_ms": timing.iqr_s * 1e3,
-        "step_time_mean_ms": timing.mean_s * 1e3,
-        "images_per_sec": images_per_sec,
-        "peak_memory_mb": peak_mb,
-        "process_max_rss_mb": _max_rss_mb(),
-        "macs_per_image": macs,
-        "achieved_tflops": achieved,
-        "peak_tflops": peak_tflops,
-        "mfu": achieved / peak_tflops if achieved and peak_tflops else None,
-        "params": params,
-        "infer_samples_per_sec": round(images_per_sec, 2),
-        "infer_step_time": round(timing.median_s * 1e3, 3),
-        "infer_batch_size": batch,
-        "infer_img_size": row["img_size"],
-        "infer_gmacs": round(macs / 1e9, 2) if macs else None,
-        "param_count": round(params / 1e6, 2),
-    })
-
-
-def _max_rss_mb() -> float:
-    """The process's resident-memory high-water mark so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-# --------------------------------------------------------------------------------------------------
-# The sweep
-# --------------------------------------------------------------------------------------------------
-
-@dataclass
-class SweepState:
-    """What one model's sweep has seen, to decide whether the next batch is worth measuring."""
-
-    best_ips: float = 0.0
-    best_batch: int | None = None
-    flat_steps: int = 0
-    last_step_s: float | None = None
-    last_batch: int | None = None
-
-    def record(self, batch: int, images_per_sec: float, step_s: float, tolerance: float) -> None:
-        if images_per_sec > self.best_ips * (1 + tolerance):
-            self.flat_steps = 0
-        else:
-            self.flat_steps += 1
-        if images_per_sec > self.best_ips:
-            self.best_ips, self.best_batch = images_per_sec, batch
-        self.last_step_s, self.last_batch = step_s, batch
-
-
-def stop_reason(state: SweepState, next_batch: int | None, settings: Settings, remaining_s: float | None) -> str:
-    """Why the sweep ends after the batch just measured ('' to go on)."""
-    if next_batch is None:
-        return "last"
-    if settings.stop_when_flat and state.flat_steps >= 1:
-        return "flat"
-    if remaining_s is not None and state.last_step_s is not None and state.last_batch:
-        estimate = state.last_step_s * next_batch / state.last_batch
-        if estimate * (settings.warmup + 3) > remaining_s:
-            return "budget"
-    return ""
-
 
 @dataclass
 class RunReport:
@@ -375,128 +58,126 @@ class RunReport:
     out: Path
     written: list[dict[str, Any]] = field(default_factory=list)
     reused: list[dict[str, Any]] = field(default_factory=list)
+    crashed: list[str] = field(default_factory=list)
     interrupted: bool = False
+    stopped: str = ""
 
 
-def run(specs: list[ModelSpec], settings: Settings, out: Path, *, resume: bool = False,
-        progress: bool = True) -> RunReport:
-    """Sweep every model over the batch sizes, appending one row per (model, batch) to `out`."""
-    from tqdm import tqdm
-
-    device = settings.device
-    env = environment(device)
-    done = done_rows(out, KEY_COLUMNS, DONE_STATUSES) if resume else {}
-    report = RunReport(out)
+def device_name(device: torch.device) -> str:
+    """The device name rows carry (as :func:`suite.results.environment` records it), for resume keys."""
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    bar = tqdm(total=len(specs) * len(settings.batch_sizes), unit="batch", disable=not progress,
-               dynamic_ncols=True, file=sys.stderr)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return torch.cuda.get_device_name(index)
+    return cpu_name()
+
+
+def key_of(spec: ModelSpec, bench: str, batch: int, settings: Settings, name: str) -> tuple[str, ...]:
+    img = settings.model_img_size(spec.img_size)
+    row = {"bench": bench, "model": spec.name, "img_size": img, "batch_size": batch,
+           **settings.columns(), "mixer_rule": mixer_rule_used(spec, img, settings.mixer_rule),
+           "device": str(settings.device), "device_name": name}
+    return row_key(row, KEY_COLUMNS)
+
+
+def plan_job(spec: ModelSpec, settings: Settings, done: Mapping[tuple[str, ...], dict[str, Any]], name: str,
+             peak: Any) -> tuple[ModelJob | None, list[dict[str, Any]]]:
+    """What is left of one model's measurements (None: nothing) and the rows already there."""
+    latency_row = done.get(key_of(spec, "latency", 1, settings, name)) if settings.latency_steps else None
+    earlier = {b: done[k] for b in settings.batch_sizes if (k := key_of(spec, "infer", b, settings, name)) in done}
+    prior, todo = resume_plan(settings.batch_sizes, earlier)
+    reused = ([latency_row] if latency_row is not None else []) + list(earlier.values())
+    wants_latency = settings.latency_steps > 0 and latency_row is None
+    if not todo and not wants_latency:
+        return None, reused
+    return ModelJob(spec, settings, tuple(todo), tuple(prior), wants_latency, peak), reused
+
+
+def crashed_row(job: ModelJob, outcome: Outcome, tf32: bool) -> dict[str, Any]:
+    """The row that records a child's death at the measurement it was making."""
+    bench, batch = outcome.at or (("infer", job.batches[0]) if job.batches else ("latency", 1))
+    env = outcome.env or {}
+    row = base_row(job.spec, batch, bench, job.settings, env, tf32, None, "")
+    row.update({"status": "crashed", "error": outcome.error, "sweep_stop": "crashed"})
+    return row
+
+
+class _Progress:
+    """One progress bar over every planned measurement of the run."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="row", disable=not enabled, dynamic_ncols=True, file=sys.stderr)
+
+    def write(self, text: str) -> None:
+        self.bar.write(text, file=sys.stderr)
+
+
+def planned_rows(settings: Settings) -> int:
+    return len(settings.batch_sizes) + (1 if settings.latency_steps else 0)
+
+
+def run(specs: list[ModelSpec], settings: Settings, out: Path, *, resume: bool = False, retry_crashed: bool = False,
+        progress: bool = True, in_process: bool = False, instruments: Instruments | None = None,
+        child_timeout_s: float | None = None) -> RunReport:
+    """Measure every model (one child process each), appending each row to `out` as it arrives."""
+    instruments = instruments or Instruments()
+    statuses = tuple(s for s in DONE_STATUSES if s != "crashed" or not retry_crashed)
+    done = done_rows(out, KEY_COLUMNS, statuses) if resume else {}
+    name = device_name(settings.device)
+    report = RunReport(out)
+    per_model = planned_rows(settings)
+    progress_bar = _Progress(len(specs) * per_model, progress)
+    bar = progress_bar.bar
+    runner = (InProcessRunner(instruments) if in_process
+              else ChildRunner(instruments, child_timeout_s, echo=progress_bar.write))
+    tf32 = settings.precision == "tf32" and settings.device.type == "cuda"
+    peak = None
     try:
-        with precision_flags(settings.precision, device) as tf32:
-            for spec in specs:
-                bar.set_postfix_str(spec.name)
-                _sweep_model(spec, settings, env, tf32, out, done, report, bar)
+        for spec in specs:
+            job, reused = plan_job(spec, settings, done, name, peak)
+            report.reused.extend(reused)
+            if job is None:
+                bar.update(per_model)
+                continue
+            bar.update(per_model - len(job.batches) - (1 if job.latency else 0))
+            bar.set_postfix_str(spec.name)
+            left = len(job.batches) + (1 if job.latency else 0)
+
+            def on_message(kind: str, payload: Any) -> None:
+                nonlocal peak, left
+                if kind == "peak":
+                    peak = payload if peak is None or payload.tflops > peak.tflops else peak
+                elif kind == "row":
+                    _write(out, payload, report)
+                    left -= 1
+                    bar.update(1)
+                    if payload["bench"] == "infer" and payload.get("sweep_stop"):
+                        bar.update(left)
+                        left = 0
+
+            outcome = runner.run(job, on_message)
+            if outcome.crashed:
+                row = crashed_row(job, outcome, tf32)
+                _write(out, row, report)
+                report.crashed.append(f"{spec.name}: {outcome.error}")
+                progress_bar.write(f"{spec.name}: crashed ({outcome.error}); going on with the next model")
+                bar.update(left)
+                if outcome.dead_context:
+                    report.stopped = (f"the CUDA context is unusable after {spec.name}'s sticky error; rerun with "
+                                      f"--resume without --in-process to measure the rest")
+                    break
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
         bar.close()
+        runner.close()
     return report
 
 
-#: The largest matmul peak measured so far in this process, per (device, precision).
-_best_peaks: dict[tuple[str, str], float] = {}
-
-
-def peak_for_model(device: torch.device, precision: str) -> float | None:
-    """The matmul peak a model's MFU is divided by: an upper bound of what the device sustains.
-
-    A GPU is measured once per process. A CPU is measured again before each model, since a shared
-    machine's load changes from minute to minute, and the largest figure seen so far in the run is
-    used: contention only ever slows a measurement down, so the largest one is the closest to what
-    the hardware can do, and MFU stays a fraction of it. The run's first CPU peak is the best of three.
-    """
-    key = (str(device), precision)
-    cpu = device.type == "cpu"
-    # A fresh process's first CPU matmuls can run at half speed (thread pool and clocks waking up),
-    # and the first peak has no earlier one to fall back on: it takes the best of three.
-    tries = 3 if cpu and key not in _best_peaks else 1
-    try:
-        fresh = max(measure_peak_tflops(device, precision, fresh=cpu) for _ in range(tries))
-    except RuntimeError:
-        return None
-    _best_peaks[key] = max(fresh, _best_peaks.get(key, 0.0))
-    return _best_peaks[key]
-
-
-def _sweep_model(spec: ModelSpec, settings: Settings, env: dict[str, Any], tf32: bool, out: Path,
-                 done: dict[tuple[str, ...], dict[str, Any]], report: RunReport, bar: Any) -> None:
-    """One model's sweep: build lazily (only if a batch is missing), measure, decide to go on or stop."""
-    batches = list(settings.batch_sizes)
-    state = SweepState()
-    built: BuiltModel | None = None
-    model: nn.Module | None = None
-    macs: int | None = None
-    peak: float | None = None
-    started = time.perf_counter()
-    img = settings.model_img_size(spec)
-    try:
-        for index, batch in enumerate(batches):
-            next_batch = batches[index + 1] if index + 1 < len(batches) else None
-            row = base_row(spec, batch, settings, env, tf32)
-            previous = done.get(row_key(row, KEY_COLUMNS))
-            if previous is not None:
-                report.reused.append(previous)
-                bar.update(1)
-                if previous.get("status") == "oom" or _text(previous.get("sweep_stop")) not in ("", "last"):
-                    bar.update(len(batches) - index - 1)
-                    return
-                state.record(batch, float(previous["images_per_sec"]),
-                             float(previous["step_time_median_ms"]) / 1e3, settings.flat_tolerance)
-                continue
-            remaining = None
-            try:
-                if built is None:
-                    built = build_for_timing(spec, img, settings.mixer_rule, settings.device)
-                    model = prepare_model(built.model, spec, settings)
-                    macs = count_macs(spec, img, settings.mixer_rule)
-                    peak = peak_for_model(settings.device, settings.precision)
-                    row["build_s"], row["build_method"] = built.build_s, built.method
-                if settings.model_budget_s > 0:
-                    remaining = max(0.0, settings.model_budget_s - (time.perf_counter() - started))
-                timing, peak_mb = measure(model, spec, batch, settings, remaining)
-            except Exception as exc:  # one failing model must not stop the run
-                row["status"] = "oom" if is_out_of_memory(exc) else "error"
-                row["error"] = error_line(exc)
-                row["sweep_stop"] = row["status"]
-                row["params"] = built.params if built else None
-                _write(out, row, report)
-                bar.update(len(batches) - index)
-                return
-            fill_measurement(row, timing, peak_mb, macs, peak, built.params)
-            row.setdefault("build_s", built.build_s)
-            row.setdefault("build_method", built.method)
-            state.record(batch, row["images_per_sec"], timing.median_s, settings.flat_tolerance)
-            if settings.model_budget_s > 0:
-                remaining = max(0.0, settings.model_budget_s - (time.perf_counter() - started))
-            row["sweep_stop"] = stop_reason(state, next_batch, settings, remaining)
-            _write(out, row, report)
-            bar.update(1)
-            if row["sweep_stop"]:
-                bar.update(len(batches) - index - 1)
-                return
-    finally:
-        del model, built
-        free_memory(settings.device)
-
-
-def _text(value: Any) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
-
-
 def _write(out: Path, row: dict[str, Any], report: RunReport) -> None:
-    missing = [c for c in SCHEMAS["throughput"] if c not in row]
-    for column in missing:
-        row[column] = None
+    for column in SCHEMAS["throughput"]:
+        row.setdefault(column, None)
     append_rows(out, [row])
     report.written.append(row)
 
@@ -505,35 +186,63 @@ def _write(out: Path, row: dict[str, Any], report: RunReport) -> None:
 # Summary
 # --------------------------------------------------------------------------------------------------
 
-def summary_table(rows: Iterable[dict[str, Any]]) -> str:
-    """One line per model: best batch and images/sec, its spread, TFLOP/s, MFU, memory, how it ended."""
+NOISE_MARK = {"noisy": "*", "very noisy": "**"}
+
+
+def summary_table(rows: Iterable[Mapping[str, Any]]) -> str:
+    """One line per model: best batch and images/sec (noisy ones marked), spread, TFLOP/s, MFU
+    (measured peak, datasheet peak), memory, latency, energy, how the sweep ended."""
     import pandas as pd
 
-    frame = pd.DataFrame(list(rows))
+    frame = pd.DataFrame([dict(r) for r in rows])
     if frame.empty:
         return "(no rows)"
+    if "bench" not in frame.columns:
+        frame["bench"] = "infer"
     lines = []
+    marked = False
     for model, group in frame.groupby("model", sort=False):
-        ok = group[group["status"] == "ok"]
-        stops = [s for s in group.get("sweep_stop", pd.Series(dtype=str)).map(_text) if s]
-        end = stops[-1] if stops else ""
+        sweep = group[group["bench"].fillna("infer") == "infer"]
+        latency = group[group["bench"] == "latency"]
+        ok = sweep[sweep["status"] == "ok"]
+        stops = [s for s in sweep.get("sweep_stop", pd.Series(dtype=str)).map(_text) if s]
+        line: dict[str, str] = {"model": str(model)}
         if ok.empty:
-            lines.append({"model": model, "best batch": "-", "img/s": "-", "ms/step p10-p90": "-",
-                          "GMACs": "-", "TFLOP/s": "-", "MFU %": "-", "peak MB": "-", "ended": end,
-                          "status": ",".join(sorted(set(group["status"])))})
-            continue
-        best = ok.loc[ok["images_per_sec"].astype(float).idxmax()]
-        lines.append({
-            "model": model, "best batch": int(best["batch_size"]), "img/s": f"{float(best['images_per_sec']):.1f}",
-            "ms/step p10-p90": f"{float(best['step_time_median_ms']):.1f} ({float(best['step_time_p10_ms']):.1f}-"
-                               f"{float(best['step_time_p90_ms']):.1f})",
-            "GMACs": _fmt(best.get("macs_per_image"), 1e9, "{:.2f}"),
-            "TFLOP/s": _fmt(best.get("achieved_tflops"), 1, "{:.3f}"),
-            "MFU %": _fmt(best.get("mfu"), 0.01, "{:.1f}"),
-            "peak MB": _fmt(best.get("peak_memory_mb"), 1, "{:.0f}"),
-            "ended": end, "status": ",".join(sorted(set(group["status"]))),
-        })
-    return pd.DataFrame(lines).to_string(index=False)
+            line.update({k: "-" for k in ("best batch", "img/s", "ms/step p10-p90", "TFLOP/s", "MFU %", "peak MB")})
+        else:
+            best = ok.loc[ok["images_per_sec"].astype(float).idxmax()]
+            mark = NOISE_MARK.get(_text(best.get("noise")), "")
+            marked = marked or bool(mark)
+            mfu = _fmt(best.get("mfu"), 0.01, "{:.1f}")
+            if not _missing(best.get("mfu_datasheet")):
+                mfu += f" ({_fmt(best.get('mfu_datasheet'), 0.01, '{:.1f}')})"
+            line.update({
+                "best batch": str(int(best["batch_size"])), "img/s": f"{float(best['images_per_sec']):.1f}{mark}",
+                "ms/step p10-p90": f"{float(best['step_time_median_ms']):.1f} ({float(best['step_time_p10_ms']):.1f}-"
+                                   f"{float(best['step_time_p90_ms']):.1f})",
+                "TFLOP/s": _fmt(best.get("achieved_tflops"), 1, "{:.3f}"), "MFU %": mfu,
+                "peak MB": _fmt(best.get("peak_memory_mb"), 1, "{:.0f}"),
+            })
+        lat = latency[latency["status"] == "ok"]
+        line["lat p50/p99 ms"] = (f"{float(lat.iloc[-1]['latency_p50_ms']):.1f}/{float(lat.iloc[-1]['latency_p99_ms']):.1f}"
+                                  if not lat.empty else "-")
+        energy = ok["energy_j_per_image"] if "energy_j_per_image" in ok.columns else pd.Series(dtype=float)
+        line["J/img"] = _fmt(energy.dropna().min() if not energy.dropna().empty else None, 1, "{:.3f}")
+        line["ended"] = stops[-1] if stops else ""
+        line["status"] = ",".join(sorted(set(group["status"].map(_text)) - {""}))
+        lines.append(line)
+    table = pd.DataFrame(lines).to_string(index=False)
+    if marked:
+        table += "\n* IQR over 10% of the median (noisy), ** over 25% (very noisy): repeat before trusting it"
+    return table
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
+
+
+def _text(value: Any) -> str:
+    return "" if _missing(value) else str(value)
 
 
 def _fmt(value: Any, divisor: float, pattern: str) -> str:
@@ -542,6 +251,40 @@ def _fmt(value: Any, divisor: float, pattern: str) -> str:
     except (TypeError, ValueError):
         return "-"
     return "-" if math.isnan(number) else pattern.format(number / divisor)
+
+
+# --------------------------------------------------------------------------------------------------
+# Dry run
+# --------------------------------------------------------------------------------------------------
+
+def plan_text(specs: list[ModelSpec], settings: Settings, device: DeviceModel, instruments: Instruments) -> str:
+    """The plan of a run (models, batch sizes, settings) and its estimated time, as printed by --dry-run."""
+    plans, total = estimate_run(specs, settings, device, instruments.count_macs,
+                                peak_seconds(settings, len(specs)))
+    import pandas as pd
+
+    table = pd.DataFrame([{"model": p.model, "GMACs": _fmt(p.macs_per_image, 1e9, "{:.2f}"),
+                           "batches": ",".join(map(str, p.batches)), "ends": p.stop, "est. s": f"{p.seconds:.1f}"}
+                          for p in plans]).to_string(index=False)
+    settings_line = ", ".join(f"{k}={v}" for k, v in settings.columns().items())
+    return (f"plan: {len(specs)} model(s) on {settings.device} with preset {settings.preset}\n{settings_line}\n\n"
+            f"{table}\n\n{device.describe()}\nestimated total: {total / 60:.1f} min ({total:.0f} s)")
+
+
+def dry_run_device(settings: Settings, peak_of: str | None, instruments: Instruments) -> DeviceModel:
+    """The device model of a dry run: a named GPU's datasheet peak, or the device's own measured peak."""
+    if peak_of:
+        name = NAMED_DEVICES[peak_of]
+        figure, source = datasheet_peak(name, settings.precision) or (None, "")
+        if figure is None:
+            raise UsageError(f"no datasheet peak for {peak_of} at {settings.precision}")
+        return device_model("cuda", name, figure, source)
+    from suite.peaks import measure_peak
+    from suite.telemetry import NullTelemetry
+
+    peak = measure_peak(settings.device, settings.precision, default_clock(settings.device),
+                        rule=settings.peak_rule, telemetry=NullTelemetry())
+    return device_model(settings.device.type, device_name(settings.device), peak.tflops, f"measured, {peak.method}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -567,73 +310,111 @@ def shard(specs: list[ModelSpec], part: tuple[int, int] | None) -> list[ModelSpe
     return specs[i - 1::n]
 
 
+#: How each preset field is parsed on the command line.
+_FIELD_TYPES = {
+    "precision": None, "batch_sizes": positive_int_list, "warmup_steps": non_negative_int,
+    "warmup_s": non_negative_float, "min_steps": positive_int, "min_time_s": non_negative_float,
+    "max_time_s": non_negative_float, "model_budget_s": non_negative_float, "flat_tolerance": non_negative_float,
+    "flat_patience": non_negative_int, "step_cap_s": non_negative_float, "latency_steps": non_negative_int,
+    "latency_time_s": non_negative_float, "peak_rule": None,
+}
+_FIELD_CHOICES = {"precision": PRECISIONS, "peak_rule": PEAK_RULES}
+
+
 def build_parser() -> ArgumentParser:
+    presets = "\n".join(f"  {name:<6} {preset.description}" for name, preset in PRESETS.items())
     parser = ArgumentParser(
         prog=PROG, formatter_class=HelpFormatter,
         description=(
-            "Batch-swept inference throughput of the lineup (random weights, synthetic input on the device).\n"
-            "One row per (model, batch) goes to the CSV: median step time with p10/p90/IQR, images/sec,\n"
-            "peak memory (CUDA), achieved TFLOP/s from counted MACs and MFU against a matmul peak measured\n"
-            "on the same device and precision, every setting and the environment.\n\n"
-            "Defaults depend on the device: GPU sweeps 32..8192 with 10 warm-up steps, >= 50 timed steps and\n"
-            ">= 1 s per batch; CPU sweeps 1,2,4,8 with 1 warm-up and 5 timed steps, a 10 s budget per model\n"
-            "and stops a sweep once images/sec stops improving, so '--models all' ends in ~10 minutes."),
+            "Batch-swept inference throughput and batch-1 latency of the lineup (random weights, synthetic\n"
+            "input on the device), each model in its own child process. One row per measurement goes to the\n"
+            "CSV: median step time with its spread and a noise flag, images/sec, peak memory, achieved TFLOP/s\n"
+            "from counted MACs, MFU against the measured and the datasheet matmul peak, SM clock, temperature,\n"
+            "power and energy per image (NVIDIA), every setting and the environment.\n\n"
+            f"Presets (--preset; the default follows the device):\n{presets}\n\n"
+            "Try --dry-run first: it prints the plan and its estimated time and measures nothing."),
     )
     add_models_argument(parser)
     parser.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda or cuda:N")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32 (TF32 off), tf32 (fp32 weights, TF32 matmul/conv on; CUDA only), bf16 or fp16")
-    parser.add_argument("--mode", choices=("autocast", "pure"), default="autocast",
+    parser.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                        help="the measurement rules to start from (default: gpu on CUDA, cpu on a CPU); "
+                             "'paper' is the paper's full 32..8192 sweep")
+    for name, flag in _preset_flags():
+        kwargs: dict[str, Any] = {"default": None, "help": preset_help(name), "dest": name}
+        if _FIELD_TYPES[name] is not None:
+            kwargs["type"] = _FIELD_TYPES[name]
+        if name in _FIELD_CHOICES:
+            kwargs["choices"] = _FIELD_CHOICES[name]
+        parser.add_argument(flag, **kwargs)
+    parser.add_argument("--mode", choices=PRECISION_MODES, default="autocast",
                         help="for bf16/fp16: autocast (fp32 weights, low-precision ops where safe) or pure "
                              "(weights and input cast to the dtype)")
-    parser.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
-                        help="NHWC memory format; auto = on for convolutional models")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model (compile time is not timed)")
+    parser.add_argument("--channels-last", choices=CHANNELS_LAST_RULES, default="auto",
+                        help="NHWC memory format; auto = on when the model has convolutions other than a patch "
+                             "embedding (BiT, hybrids' stems, HaloNet, EfficientNet), recorded with its reason")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile each batch size afresh and static; compile seconds are recorded, "
+                             "not timed, and not charged to the model budget")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (with --compile)")
+    parser.add_argument("--compile-mode", default="default",
+                        help="torch.compile mode: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs")
     parser.add_argument("--cuda-graphs", action="store_true", help="capture one forward in a CUDA graph and time its replay")
     parser.add_argument("--img-size", type=positive_int, default=None, help="input side (default: each model's native size)")
     parser.add_argument("--mixer-rule", choices=MIXER_RULES, default="paper",
                         help="Mixer token-MLP width away from the native size: paper (scales with tokens) or fixed (timm)")
-    parser.add_argument("--batch-sizes", type=positive_int_list, default=None,
-                        help="comma-separated sweep (default: 32,64,...,8192 on GPU; 1,2,4,8 on CPU)")
-    parser.add_argument("--warmup", type=non_negative_int, default=None, help="untimed steps per batch (default: GPU 10, CPU 1)")
-    parser.add_argument("--repeats", type=positive_int, default=None, help="timed steps per batch, at least (default: GPU 50, CPU 5)")
-    parser.add_argument("--min-time", type=non_negative_float, default=None,
-                        help="keep timing until this many seconds were spent (default: GPU 1, CPU 0)")
-    parser.add_argument("--model-budget", type=non_negative_float, default=None,
-                        help="seconds per model (build + sweep) after which larger batches are skipped and timing "
-                             "stops at 3 steps; 0 = no limit (default: GPU 0, CPU 10)")
-    parser.add_argument("--stop-when-flat", action=argparse.BooleanOptionalAction, default=None,
-                        help="end a model's sweep at the first batch that does not beat the best images/sec by 2%% "
-                             "(default: on for CPU, off for GPU, which sweeps like the paper)")
     parser.add_argument("--out", default=str(DEFAULT_OUT),
                         help=f"CSV file to append to, or a folder (then FOLDER/{OUT_FILE_NAME})")
     parser.add_argument("--resume", action="store_true",
-                        help="skip (model, settings, batch) rows already in --out with status ok or oom")
+                        help="skip measurements already in --out (any status but error; crashed too unless "
+                             "--retry-crashed)")
+    parser.add_argument("--retry-crashed", action="store_true", help="with --resume: measure crashed rows again")
     parser.add_argument("--shard", type=parse_shard, default=None,
                         help="i/n: measure only models i, i+n, ... of the selection (1-based), to split across processes")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run every model in this process instead of a child each (debugging; a sticky CUDA "
+                             "error then ends the run)")
+    parser.add_argument("--child-timeout", type=non_negative_float, default=1800.0,
+                        help="seconds a model's child may send nothing before it is killed and recorded as crashed "
+                             "(0: no limit)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (models, batch sizes, settings) and its estimated time, then exit")
+    parser.add_argument("--peak-of", choices=tuple(NAMED_DEVICES), default=None,
+                        help="with --dry-run: estimate for this GPU's datasheet peak instead of measuring the device")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
+def _preset_flags() -> list[tuple[str, str]]:
+    from suite.settings import preset_fields
+
+    return [(f.name, f.metadata["flag"]) for f in preset_fields()]
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Turn flags into Settings, filling device-dependent defaults; ValueError on a bad combination."""
-    device = resolve_device(args.device)
+    """Turn flags into Settings on top of the preset; UsageError on a bad combination."""
+    if args.peak_of and not args.dry_run:
+        raise UsageError("--peak-of is for --dry-run (a real run measures its own device's peak)")
+    if args.retry_crashed and not args.resume:
+        raise UsageError("--retry-crashed goes with --resume")
+    device = torch.device("cuda") if args.peak_of else resolve_device(args.device)
     gpu = device.type == "cuda"
-    if args.precision == "tf32" and not gpu:
-        raise ValueError("--precision tf32 needs a CUDA device (TF32 is an NVIDIA tensor-core format)")
+    preset = args.preset or default_preset(device)
+    overrides = {name: getattr(args, name) for name, _ in _preset_flags()}
+    settings = Settings.from_preset(
+        device, preset, precision_mode=args.mode, channels_last=args.channels_last, compile=args.compile,
+        compile_backend=args.compile_backend, compile_mode=args.compile_mode, cuda_graphs=args.cuda_graphs,
+        img_size=args.img_size, mixer_rule=args.mixer_rule, **overrides)
+    if settings.precision == "tf32" and not gpu:
+        raise UsageError("--precision tf32 needs a CUDA device (TF32 is an NVIDIA tensor-core format)")
     if args.cuda_graphs and not gpu:
-        raise ValueError("--cuda-graphs needs a CUDA device")
+        raise UsageError("--cuda-graphs needs a CUDA device")
+    if args.compile:
+        from torch import _dynamo
 
-    def pick(value: Any, on_gpu: Any, on_cpu: Any) -> Any:
-        return value if value is not None else (on_gpu if gpu else on_cpu)
-
-    return Settings(
-        device=device, precision=args.precision, precision_mode=args.mode, channels_last=args.channels_last,
-        compile=args.compile, cuda_graphs=args.cuda_graphs, img_size=args.img_size, mixer_rule=args.mixer_rule,
-        batch_sizes=tuple(pick(args.batch_sizes, GPU_BATCH_SIZES, CPU_BATCH_SIZES)),
-        warmup=pick(args.warmup, 10, 1), repeats=pick(args.repeats, 50, 5), min_time_s=pick(args.min_time, 1.0, 0.0),
-        model_budget_s=pick(args.model_budget, 0.0, 10.0), stop_when_flat=pick(args.stop_when_flat, False, True),
-    )
+        known = set(_dynamo.list_backends(exclude_tags=())) | {"inductor"}
+        if args.compile_backend not in known:
+            raise UsageError(f"unknown --compile-backend {args.compile_backend!r}; torch has {', '.join(sorted(known))}")
+    return settings
 
 
 def output_path(text: str) -> Path:
@@ -644,12 +425,18 @@ def output_path(text: str) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, instruments: Instruments | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    instruments = instruments or Instruments()
     try:
         specs = shard(resolve_models(args.models), args.shard)
         settings = settings_from_args(args)
+        if args.dry_run:
+            if not specs:
+                raise UsageError("the selection has no models")
+            print(plan_text(specs, settings, dry_run_device(settings, args.peak_of, instruments), instruments))
+            return 0
         out = output_path(args.out)
         ensure_writable(out)
         if args.resume:
@@ -660,13 +447,20 @@ def main(argv: list[str] | None = None) -> int:
         fail(PROG, f"shard {args.shard[0]}/{args.shard[1]} has no models (the selection has fewer)")
     started = time.perf_counter()
     try:
-        report = run(specs, settings, out, resume=args.resume, progress=not args.no_progress)
+        report = run(specs, settings, out, resume=args.resume, retry_crashed=args.retry_crashed,
+                     progress=not args.no_progress, in_process=args.in_process, instruments=instruments,
+                     child_timeout_s=args.child_timeout or None)
     except ResultsError as exc:
         fail(PROG, str(exc))
     elapsed = time.perf_counter() - started
     print(summary_table(report.reused + report.written))
     print(f"\n{len(report.written)} row(s) written to {out}, {len(report.reused)} already there; "
-          f"{settings.device} {settings.precision} ({settings.mode}); {elapsed:.0f} s")
+          f"{settings.device} {settings.precision} ({settings.mode}), preset {settings.preset}; {elapsed:.0f} s")
+    for line in report.crashed:
+        print(f"crashed: {line}", file=sys.stderr)
+    if report.stopped:
+        print(f"stopped: {report.stopped}", file=sys.stderr)
+        return 1
     if report.interrupted:
         print(f"interrupted: {out} holds every row written so far; rerun with --resume to finish", file=sys.stderr)
         return 130

@@ -283,7 +283,7 @@ def run_cli(tmp_path: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("kind,column,value,expected", [
     ("throughput", "images_per_sec", "fast", "images_per_sec 'fast' is not a number"),
-    ("throughput", "status", "crashed", "status 'crashed' is not one of ok, oom, error"),
+    ("throughput", "status", "exploded", "status 'exploded' is not one of ok, oom, unsupported"),
     ("fewshot", "accuracy", 1.5, "accuracy 1.5 is outside [0, 1]"),
     ("flops", "gmacs", "", "gmacs is empty"),
     ("throughput", "batch_size", 0, "batch_size 0 is not positive"),
