@@ -8,6 +8,7 @@ import torch
 from sklearn.linear_model import Ridge
 
 from suite import probe
+from tests.markers import needs_cuda
 
 
 def _problem(n: int, d: int, classes: int, n_test: int = 50, seed: int = 0):
@@ -165,7 +166,7 @@ def test_benchmark_plain_matmul_of_scoring_size(benchmark):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@needs_cuda
 def test_gpu_float64_probe_equals_cpu():
     train_x, train_y, test_x, test_y = _problem(300, 64, 10, n_test=500, seed=2)
     on_cpu = probe.lsr_accuracy(train_x, train_y, test_x, test_y, probe.L2_GRID)

@@ -12,8 +12,8 @@ import torch
 from suite.timing import (ConstantClock, CudaEventClock, HostClock, Measurement, TimingRules, precision_flags,
                           tf32_state, time_callable, time_steps, warm_up)
 from tests.fakes import FakeCuda
+from tests.markers import needs_cuda
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 class RampClock:
@@ -93,16 +93,19 @@ def test_max_time_cuts_steps_but_keeps_the_floor():
     assert m.steps == 5
 
 
-@pytest.mark.parametrize("device_clock", ["host", "cuda-model"])
-def test_a_budget_bounds_warmup_and_timing_alike(device_clock):
-    """The budget is honoured the same way whatever the clock: warm-up and timed steps stop in time."""
-    step = 0.1
-    clock = ConstantClock(step)
-    rules = TimingRules(warmup_steps=10, warmup_s=5.0, min_steps=50, min_time_s=5.0)
-    m = time_callable(lambda: None, clock, rules, budget_s=2.0)
-    assert m.warmup_s + m.total_s <= 2.0 + 3 * step + 1e-9
-    assert m.steps >= 3
-    tiny = time_callable(lambda: None, ConstantClock(step), rules, budget_s=0.0)
+@pytest.mark.parametrize("clock_kind", ["host-model", "cuda-events"])
+def test_a_budget_bounds_warmup_and_timing_alike_on_every_clock(clock_kind):
+    """The budget is honoured the same way on CUDA as on the CPU: warm-up and timed steps stop in time."""
+    def clock():
+        if clock_kind == "cuda-events":
+            return CudaEventClock(torch.device("cuda", 0), cuda=FakeCuda())  # every event pair: 2 ms
+        return ConstantClock(0.002)
+
+    rules = TimingRules(warmup_steps=50, warmup_s=5.0, min_steps=500, min_time_s=5.0)
+    m = time_callable(lambda: None, clock(), rules, budget_s=0.2)
+    assert m.warmup_s + m.total_s <= 0.2 + 3 * 0.002 + 1e-9
+    assert m.steps >= 3 and m.warmup_steps >= 1
+    tiny = time_callable(lambda: None, clock(), rules, budget_s=0.0)
     assert tiny.warmup_steps == 1 and tiny.steps == 3  # the first call and the floor, nothing more
 
 
