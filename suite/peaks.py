@@ -118,6 +118,5 @@ def measure_peak(device: torch.device, precision: str, clock: Clock, *, rule: st
     method = (f"{rule}: {what} of {measurement.steps} {n}^3 {precision} matmuls over {measurement.total_s:.2f} s "
               f"after {measurement.warmup_s:.2f} s warm-up")
     result = reading.result()
-    del a, b, out
     return Peak(2.0 * n**3 / step / 1e12, precision, n, method, measurement.steps, measurement.total_s,
                 result.sm_clock_mhz, result.temperature_c, result.power_w)

@@ -31,7 +31,8 @@ from suite.settings import Settings
 from suite.steps import (CompiledForward, StickyCudaError, autocast, capture_cuda_graph,
                          channels_last_choice, classify_failure, free_memory, make_input, prepare_model)
 from suite.telemetry import Reading, Telemetry, telemetry_for
-from suite.timing import Clock, Measurement, SyncedHostClock, TimingRules, default_clock, precision_flags, time_steps, warm_up
+from suite.timing import (Clock, Measurement, SyncedHostClock, TimingRules, default_clock, precision_flags,
+                          time_steps, warm_up)
 from suite.zoo import ModelSpec, mixer_rule_used
 
 Emit = Callable[[str, Any], None]
@@ -257,8 +258,8 @@ def fill_measurement(row: dict[str, Any], result: BatchResult, macs: int | None,
     batch = row["batch_size"]
     images_per_sec = batch / m.median_s
     achieved = 2.0 * macs * images_per_sec / 1e12 if macs else None
-    datasheet = datasheet_peak(str(row.get("device_name", "")), row["precision"]) \
-        if row.get("device", "").startswith("cuda") else None
+    on_gpu = str(row.get("device", "")).startswith("cuda")
+    datasheet = datasheet_peak(str(row.get("device_name", "")), row["precision"]) if on_gpu else None
     reading = result.reading
     row.update({
         "status": "ok", "clock": clock.name, "timed_steps": m.steps, "warmup_steps": m.warmup_steps,

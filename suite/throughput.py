@@ -340,7 +340,8 @@ def build_parser() -> ArgumentParser:
                         help="the measurement rules to start from (default: gpu on CUDA, cpu on a CPU); "
                              "'paper' is the paper's full 32..8192 sweep")
     for name, flag in _preset_flags():
-        kwargs: dict[str, Any] = {"default": None, "help": preset_help(name), "dest": name}
+        kwargs: dict[str, Any] = {"default": None, "help": preset_help(name), "dest": name,
+                                  "metavar": _metavar(name)}
         if _FIELD_TYPES[name] is not None:
             kwargs["type"] = _FIELD_TYPES[name]
         if name in _FIELD_CHOICES:
@@ -382,6 +383,16 @@ def build_parser() -> ArgumentParser:
                         help="with --dry-run: estimate for this GPU's datasheet peak instead of measuring the device")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _metavar(name: str) -> str | None:
+    if name in _FIELD_CHOICES:
+        return None
+    if name == "batch_sizes":
+        return "N,N,..."
+    if name.endswith("_s"):
+        return "SECONDS"
+    return "FRACTION" if name == "flat_tolerance" else "N"
 
 
 def _preset_flags() -> list[tuple[str, str]]:

@@ -328,3 +328,53 @@ def with_index(**kwargs: Any) -> WithIndex:
 
 def indexed_spec() -> ModelSpec:
     return ModelSpec("with-index", "test", "mlp", 4, factory=with_index)
+
+
+@dataclass
+class EventLog:
+    """One list that a clock, a memory meter and a test share (in-process runs)."""
+
+    events: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LoggedClocks:
+    log: EventLog
+    peak_tflops: float = 1.0
+
+    def __call__(self, device: torch.device, work: Work) -> Any:
+        return ModelledClock(work, self.peak_tflops, 1e-3, self.log.events)
+
+
+class _LoggedMeter:
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+
+    def reset(self) -> None:
+        self.log.events.append("reset")
+
+    def peaks_mb(self) -> tuple[float, float]:
+        self.log.events.append("read")
+        return 100.0, 120.0
+
+
+@dataclass(frozen=True)
+class LoggedMemory:
+    """A memory meter factory that logs when the peak is reset and read."""
+
+    log: EventLog
+
+    def __call__(self, device: torch.device) -> _LoggedMeter:
+        return _LoggedMeter(self.log)
+
+
+@dataclass(frozen=True)
+class FakeNvmlTelemetry:
+    """A telemetry factory: NVML telemetry over a fake NVML whose GPU draws `watts`."""
+
+    watts: float = 400.0
+
+    def __call__(self, device: torch.device) -> Any:
+        from suite.telemetry import NvmlTelemetry
+
+        return NvmlTelemetry("handle", FakeNvml(clocks_mhz=[1755, 1740], watts=self.watts), interval_s=0.005)

@@ -18,8 +18,8 @@ from suite.settings import PRESETS, Settings
 from suite.sweep import SweepState, stop_reason
 from suite.zoo import get_spec
 from tests import fakes
+from tests.markers import needs_cuda
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 TIMM_COLUMNS = ("infer_samples_per_sec", "infer_step_time", "infer_batch_size", "infer_img_size", "infer_gmacs",
                 "param_count")
@@ -408,3 +408,67 @@ def test_cuda_graphs_on_a_second_device(tmp_path):
     tp.main([*args, "--device", "cuda:1", "--out", str(out)])
     graphs, plain = read(out)["images_per_sec"].tolist()
     assert 0.5 < graphs / plain < 3  # an empty capture would be orders of magnitude "faster"
+
+
+# --------------------------------------------------------------------------------------------------
+# What a measurement records
+# --------------------------------------------------------------------------------------------------
+
+def test_peak_memory_is_reset_after_the_warmup_and_read_after_timing(tmp_path):
+    log = fakes.EventLog()
+    out = tmp_path / "tp.csv"
+    tp.main(["--models", "test_vit", "--batch-sizes", "2", "--out", str(out), *FAST, "--warmup", "3", "--repeats",
+             "5", "--in-process"],
+            instruments=fakes.instruments(fakes.LoggedClocks(log), memory=fakes.LoggedMemory(log)))
+    assert log.events == ["step"] * 3 + ["reset"] + ["step"] * 5 + ["read"]  # autotuning is not counted
+    row = read(out).iloc[0]
+    assert row["peak_memory_mb"] == 100.0 and row["peak_reserved_mb"] == 120.0
+
+
+def test_every_timed_batch_records_clock_power_and_energy(tmp_path):
+    out = tmp_path / "tp.csv"
+    tp.main(["--models", "test_vit", "--batch-sizes", "2,4", "--out", str(out), *FAST, "--latency-steps", "3"],
+            instruments=fakes.instruments(telemetry=fakes.FakeNvmlTelemetry(watts=400.0)))
+    frame = read(out)
+    assert (frame["telemetry"] == "nvml").all() and (frame["sm_clock_min_mhz"] == 1740).all()
+    assert frame["power_w"].between(300, 500).all() and (frame["temperature_c"] >= 60).all()
+    sweep = infer_rows(frame)
+    expected = sweep["energy_j"] / (sweep["timed_steps"] * sweep["batch_size"])
+    assert sweep["energy_j_per_image"].tolist() == pytest.approx(expected.tolist())
+
+
+def test_mfu_reads_both_ways_on_a_known_gpu():
+    from suite.sweep import BatchResult, fill_measurement
+    from suite.peaks import Peak
+    from suite.telemetry import Reading
+    from suite.timing import ConstantClock, Measurement
+
+    row = {"bench": "infer", "batch_size": 256, "img_size": 224, "precision": "bf16", "device": "cuda:0",
+           "device_name": "NVIDIA H100 80GB HBM3"}
+    result = BatchResult(Measurement((0.1,) * 10), Reading("nvml", 1.0, 20, 1755.0, 1740.0, 61.0, 650.0, 650.0))
+    peak = Peak(720.0, "bf16", 8192, "sustained", 100, 1.0)
+    fill_measurement(row, result, 10**10, peak, 86_000_000, ConstantClock(0.1))
+    achieved = 2 * 10**10 * 2560 / 1e12
+    assert row["achieved_tflops"] == pytest.approx(achieved)
+    assert row["mfu"] == pytest.approx(achieved / 720.0)
+    assert row["datasheet_tflops"] == 989.5 and row["mfu_datasheet"] == pytest.approx(achieved / 989.5)
+    assert row["energy_j_per_image"] == pytest.approx(650.0 / 2560)
+
+
+def test_the_docs_preset_table_is_the_presets():
+    """docs/throughput.md shows the presets; this keeps it from drifting from suite.settings.PRESETS."""
+    from pathlib import Path
+
+    from suite.settings import _show, preset_fields
+
+    text = (Path(__file__).parents[1] / "docs" / "throughput.md").read_text()
+    table = text.split("<!-- presets-table -->", 1)[1].strip().split("\n\n", 1)[0].splitlines()[2:]
+    flags = {f.metadata["flag"]: f.name for f in preset_fields()}
+    seen = set()
+    for line in table:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        flag = re.search(r"\(`(--[a-z-]+)`", cells[0]).group(1)
+        field_name = flags[flag]
+        assert cells[1:] == [_show(getattr(PRESETS[p], field_name)) for p in ("cpu", "gpu", "paper")], flag
+        seen.add(flag)
+    assert seen == set(flags)
