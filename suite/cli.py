@@ -120,6 +120,29 @@ def resolve_device(text: str) -> "torch.device":
     return device
 
 
+def resolve_devices(text: str) -> list["torch.device"]:
+    """`all` (every CUDA device torch sees), or a comma-separated list such as `cuda:0,cuda:2` or
+    `cpu,cpu`; UsageError for an unknown device, one that is not there, or a GPU named twice."""
+    import torch
+
+    if text.strip() == "all":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise UsageError("--devices all: torch sees no CUDA device; use --devices cpu (or cpu,cpu)")
+        return [torch.device("cuda", i) for i in range(count)]
+    devices = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry or entry == "auto":
+            raise UsageError(f"--devices {text!r}: give devices such as cuda:0,cuda:1 or cpu,cpu (or all)")
+        device = resolve_device(entry)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device.type == "cuda" and device in devices:
+            raise UsageError(f"--devices names {device} twice: two models would share one GPU")
+        devices.append(device)
+    return devices
+
+
 def add_models_argument(parser: argparse.ArgumentParser, default: str = "all") -> None:
     """The `--models` flag, with the same grammar in every harness."""
     parser.add_argument(

@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             for dataset in datasets:
                 rows = [{**model_columns, **row, **env}
                         for row in evaluate(source, dataset, args.shots, args.seeds, args.l2_rules, args.l2, device)]
-                append_rows(args.out, rows)
+                append_rows(args.out, rows, "fewshot")
                 all_rows.extend(rows)
                 if rows and rows[0]["unreadable_train"] + rows[0]["unreadable_test"]:
                     print(f"{spec.name} {dataset.name}: skipped unreadable images (train {rows[0]['unreadable_train']}"

@@ -20,7 +20,6 @@ from suite.results import ResultsError, append_rows, ensure_writable, environmen
 from suite.zoo import MIXER_RULES, UnknownModelError, resolve_models
 
 PROG = "python -m suite.flops"
-KEY_COLUMNS = ("model", "img_size", "mixer_rule", "num_classes")
 
 
 def output_path(out: str) -> Path:
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {**row, **env}
         rows.append(row)
         try:
-            append_rows(out, [row], replace_keys=KEY_COLUMNS)
+            append_rows(out, [row], "flops")
         except ResultsError as exc:
             fail(PROG, str(exc))
     if not rows:

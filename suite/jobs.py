@@ -99,7 +99,11 @@ class InProcessRunner:
 
 
 def _child_main(job: ModelJob, instruments: Instruments, conn: Any, stderr_path: str) -> None:
-    """The child: stderr to a file the parent reads on a crash, the sweep, its messages up the pipe."""
+    """The child: stderr to a file the parent reads on a crash, the sweep, its messages up the pipe.
+
+    Ctrl-C is the parent's to handle (it stops its children itself), so the child ignores SIGINT.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     log = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(log, 2)
     os.close(log)
@@ -175,6 +179,7 @@ class ChildRunner:
     echo: Callable[[str], None] | None = None
     _seen: set[str] = field(default_factory=set)
     _folder: tempfile.TemporaryDirectory | None = None
+    _process: Any = None
 
     def _log_path(self, job: ModelJob) -> Path:
         if self._folder is None:
@@ -190,6 +195,7 @@ class ChildRunner:
                                   name=f"suite-{job.spec.name}")
         process.start()
         send.close()
+        self._process = process
         tracker = _Tracker(on_message)
         killed_for_silence = False
         try:
@@ -238,6 +244,10 @@ class ChildRunner:
                 self.echo(line)
 
     def close(self) -> None:
+        """Stop a child still running (the run was interrupted) and remove the stderr logs."""
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+            self._process.join()
         if self._folder is not None:
             self._folder.cleanup()
             self._folder = None

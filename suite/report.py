@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from suite.cli import ArgumentParser, HelpFormatter, fail
-from suite.results import ENVIRONMENT_COLUMNS, SCHEMAS, THROUGHPUT_STATUSES, ResultsError, read_results, write_atomic
+from suite.results import ENVIRONMENT_COLUMNS, SCHEMAS, THROUGHPUT_STATUSES, ResultsError, part_files, read_table, write_atomic
 
 PROG = "python -m suite.report"
 
@@ -69,10 +69,10 @@ def load_results(results_dir: Path) -> dict[str, pd.DataFrame | None]:
     loaded: dict[str, pd.DataFrame | None] = {}
     for kind, columns in SCHEMAS.items():
         path = results_dir / f"{kind}.csv"
-        if not path.exists():
+        if not path.exists() and not part_files(path):
             loaded[kind] = None
             continue
-        frame = read_results(path, required=tuple(columns) + ENVIRONMENT_COLUMNS)
+        frame = read_table(path, required=tuple(columns) + ENVIRONMENT_COLUMNS, kind=kind)
         loaded[kind] = validate(kind, frame, path) if len(frame) else None
     return loaded
 

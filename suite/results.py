@@ -1,19 +1,24 @@
 """Result rows: environment metadata, crash-safe appends, resume keys, loading as a DataFrame.
 
 Every harness writes rows through this module so that every number in `results/*.csv` carries
-what is needed to trust and repeat it (device, versions, commit, date), and so that an interrupted
-run never leaves a half-written file behind: each write goes to a temporary file that atomically
-replaces the old one.
+what is needed to trust and repeat it (device, versions, commit, date), and so that no number of
+writers, and no writer killed at any moment, can lose a row: appends go to the end of the file
+under a file lock, an unfinished last line is dropped by readers and mended by the next append,
+and where locks cannot be trusted each job writes a part file that readers take with the main one.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import functools
+import io
+import math
 import os
 import platform
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +61,43 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
     "fewshot": (
         "model", "family", "weights", "dataset", "img_size", "shots", "seed", "l2", "l2_rule",
         "accuracy", "n_train", "n_test", "feature_dim",
+    ),
+}
+
+
+#: The full header of each harness's file, in order: the schema columns, what else each harness
+#: writes, and the environment. Appends refuse a file whose header differs (see append_rows).
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "flops": (
+        "model", "group", "family", "timm_name", "build", "img_size", "mixer_rule", "token_dim", "num_classes",
+        "params", "params_no_head", "params_stem", "params_blocks", "params_head", "params_other", "macs", "gmacs",
+        "gflops", "macs_fvcore_plain", "fvcore_plain_rel_diff", "macs_flop_counter", "flop_counter_rel_diff",
+        "macs_closed_form", "uncounted_ops", "macs_by_op", "count_seconds", "note",
+        *ENVIRONMENT_COLUMNS,
+    ),
+    "throughput": (
+        "bench", "model", "group", "family", "timm_name", "build_source", "img_size", "batch_size", "preset",
+        "precision", "precision_mode", "channels_last_rule", "compile", "compile_backend", "compile_mode",
+        "cuda_graphs", "warmup", "warmup_min_s", "repeats", "min_time_s", "max_time_s", "model_budget_s",
+        "flat_tolerance", "flat_patience", "stop_when_flat", "step_cap_s", "peak_rule", "tf32", "channels_last",
+        "channels_last_reason", "cudnn_benchmark", "mixer_rule", "status", "error", "sweep_stop",
+        *ENVIRONMENT_COLUMNS,
+        "clock", "timed_steps", "warmup_steps", "warmup_s", "first_step_ms", "step_time_median_ms",
+        "step_time_p10_ms", "step_time_p90_ms", "step_time_p99_ms", "step_time_iqr_ms", "step_time_mean_ms",
+        "iqr_rel", "noise", "images_per_sec", "peak_memory_mb", "peak_reserved_mb", "process_max_rss_mb",
+        "macs_per_image", "achieved_tflops", "peak_tflops", "peak_method", "peak_sm_clock_mhz", "peak_temperature_c",
+        "peak_power_w", "mfu", "datasheet_tflops", "datasheet_source", "mfu_datasheet", "telemetry", "sm_clock_mhz",
+        "sm_clock_min_mhz", "temperature_c", "power_w", "energy_j", "energy_j_per_image", "params", "latency_p50_ms",
+        "latency_p90_ms", "latency_p99_ms", "compile_s", "compile_frames", "compile_graphs", "compile_graph_breaks",
+        "compile_status", "build_s", "build_method", "infer_samples_per_sec", "infer_step_time", "infer_batch_size",
+        "infer_img_size", "infer_gmacs", "param_count",
+    ),
+    "fewshot": (
+        "model", "family", "group", "timm_name", "weights", "weights_sha256", "img_size", "batch_size",
+        "feature_precision", "dataset", "shots", "seed", "n_train", "n_test", "n_classes", "feature_dim",
+        "probe_form", "probe_dtype", "std_epsilon", "bias_value", "unreadable_train", "unreadable_test",
+        "train_split", "test_split", "l2", "l2_rule", "accuracy", "heldout_accuracy", "n_heldout", "l2_grid",
+        *ENVIRONMENT_COLUMNS,
     ),
 }
 
@@ -143,18 +185,52 @@ def environment(device: Any = "cpu") -> dict[str, Any]:
     }
 
 
+class ResultsWarning(UserWarning):
+    """A results file was readable, but not all of it: an interrupted writer's unfinished last line."""
+
+
+#: Rows whose key repeats in a file supersede the earlier ones when read (deterministic results:
+#: a count made again replaces the old count); other harnesses keep every row.
+SUPERSEDE_KEYS: dict[str, tuple[str, ...]] = {"flops": ("model", "img_size", "mixer_rule", "num_classes")}
+
+_LOCK_TIMEOUT_S = 600.0
+
+
+def _complete_text(path: Path) -> tuple[str, bool]:
+    """The file's text up to its last newline, and whether an unfinished line followed it."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read it ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ResultsError(f"{path}: not a readable CSV ({error_line(exc)})") from None
+    if not text or text.endswith("\n"):
+        return text, False
+    return text[: text.rfind("\n") + 1], True
+
+
 def read_results(path: str | os.PathLike, required: Sequence[str] = ()) -> pd.DataFrame:
-    """Load a results CSV; refuse a malformed one with a message naming the file and the row."""
+    """Load one results CSV; refuse a malformed one with a message naming the file and the row.
+
+    A writer killed mid-append leaves at most an unfinished last line: it is dropped, with a
+    ResultsWarning naming the file, and the next append mends the file.
+    """
     path = Path(path)
     if not path.exists():
         raise ResultsError(f"{path}: no such results file")
     if path.is_dir():
         raise ResultsError(f"{path}: is a folder, not a results file")
+    text, torn = _complete_text(path)
+    if torn:
+        warnings.warn(f"{path}: dropped an unfinished last line (a writer was interrupted; the next append "
+                      f"mends the file)", ResultsWarning, stacklevel=2)
     try:
-        frame = pd.read_csv(path, keep_default_na=True)
+        frame = pd.read_csv(io.StringIO(text), keep_default_na=True)
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=list(required))
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except pd.errors.ParserError as exc:
         raise ResultsError(f"{path}: not a readable CSV ({error_line(exc)})") from None
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -162,36 +238,158 @@ def read_results(path: str | os.PathLike, required: Sequence[str] = ()) -> pd.Da
     return frame
 
 
-def append_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]],
-                replace_keys: Sequence[str] | None = None) -> Path:
-    """Append rows to a CSV, creating it (and its folder) if needed; the write is atomic.
+def part_path(path: str | os.PathLike, tag: str) -> Path:
+    """The part file a job writes beside a results file: `throughput.csv` -> `throughput.part-TAG.csv`.
 
-    New columns are added to the file (old rows get blanks), so a newer suite can append to an older
-    file. With `replace_keys`, old rows whose key equals a new row's key are dropped first (for
-    deterministic results such as counts, where a re-run supersedes). The whole file is rewritten
-    into a temporary file beside it and renamed over the old one, so a run killed at any moment
-    leaves either the old or the new file, never a torn one.
+    Where file locks cannot be trusted (NFS shared by several nodes) each job writes its own part,
+    and every reader takes the results file and its parts as one table.
     """
     path = Path(path)
-    new = pd.DataFrame([dict(r) for r in rows])
-    if new.empty:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in tag)
+    return path.with_name(f"{path.stem}.part-{safe}{path.suffix}")
+
+
+def part_files(path: str | os.PathLike) -> list[Path]:
+    """The part files beside a results file, in name order."""
+    path = Path(path)
+    return sorted(path.parent.glob(f"{path.stem}.part-*{path.suffix}"))
+
+
+def read_table(path: str | os.PathLike, required: Sequence[str] = (), kind: str | None = None) -> pd.DataFrame:
+    """A results file and its part files as one table: rows in file order, exact duplicates dropped
+    (a part already merged), and for `kind`s with SUPERSEDE_KEYS the last row of each key kept."""
+    path = Path(path)
+    sources = ([path] if path.exists() else []) + part_files(path)
+    if not sources:
+        raise ResultsError(f"{path}: no such results file")
+    frames = [read_results(source, required) for source in sources]
+    frames = [f for f in frames if len(f.columns)]
+    if not frames:
+        return pd.DataFrame(columns=list(required))
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame = frame.drop_duplicates(ignore_index=True)
+    keys = SUPERSEDE_KEYS.get(kind or "")
+    if keys and all(k in frame.columns for k in keys):
+        frame = frame.drop_duplicates(subset=list(keys), keep="last", ignore_index=True)
+    return frame
+
+
+def _cell(value: Any) -> str:
+    """One CSV cell: blanks for None and NaN, and never a line break (a row is one line)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return " ".join(str(value).splitlines())
+
+
+def _csv_text(rows: Sequence[Sequence[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def append_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], kind: str) -> Path:
+    """Append rows of harness `kind` to the end of a results file, under a file lock.
+
+    Nothing already there is rewritten: the rows go to the end in one write, so any number of
+    writers keep every row, and a writer killed at any moment leaves at most an unfinished last
+    line, which readers drop and this function cuts before it appends (it "mends" the file). The
+    file's header must be the suite's schema for `kind` (:data:`COLUMNS`); a file with another
+    header (someone else's CSV, or one written by an older suite) is refused, never merged into.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    columns = COLUMNS[kind]
+    records = [dict(r) for r in rows]
+    if not records:
         return path
+    unknown = sorted({c for r in records for c in r} - set(columns))
+    if unknown:
+        raise ValueError(f"{kind} rows with columns the schema does not have: {', '.join(unknown)}")
+    body = _csv_text([[_cell(r.get(c)) for c in columns] for r in records])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path.with_name(path.name + ".lock")), timeout=_LOCK_TIMEOUT_S)
+        with lock:
+            text = _csv_text([list(columns)]) + body if _ready_for(path, kind, columns) else body
+            _append(path, text.encode("utf-8"))
+    except Timeout:
+        raise ResultsError(f"{path}: locked by another writer for {_LOCK_TIMEOUT_S:.0f} s") from None
     except OSError as exc:
-        raise ResultsError(f"{path}: cannot create folder ({exc.strerror})") from None
-    if path.exists() and path.stat().st_size > 0:
-        old = read_results(path)
-        if replace_keys and all(c in old.columns for c in replace_keys):
-            new_keys = {row_key(r, replace_keys) for r in new.to_dict("records")}
-            stale = [row_key(r, replace_keys) in new_keys for r in old.to_dict("records")]
-            old = old.loc[[not s for s in stale]]
-        columns = list(old.columns) + [c for c in new.columns if c not in old.columns]
-        frame = pd.concat([old, new], ignore_index=True)[columns]
-    else:
-        frame = new
-    write_atomic(path, frame.to_csv(index=False))
+        raise ResultsError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path
+
+
+def _ready_for(path: Path, kind: str, columns: Sequence[str]) -> bool:
+    """Check (under the lock) that `path` is a file of harness `kind` and mend it; True if it needs
+    its header written. An unfinished last line (a writer killed mid-append) is cut; a file whose
+    only line is unfinished is our own torn header when it is the start of it, else someone else's."""
+    if not path.exists() or path.stat().st_size == 0:
+        return True
+    header_text = _csv_text([list(columns)])
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        if b"\n" not in data:
+            if header_text.encode("utf-8").startswith(data):
+                handle.truncate(0)
+                return True
+            raise ResultsError(f"{path}: not a results file of this suite (no complete line); append to another --out")
+        header = next(csv.reader([data[: data.index(b"\n")].decode("utf-8", errors="replace")]), [])
+        if header != list(columns):
+            raise ResultsError(
+                f"{path}: its header is not the suite's {kind} schema ({_header_difference(header, columns)}); "
+                f"append to another --out, or convert it with python -m suite.merge {path}")
+        if not data.endswith(b"\n"):
+            handle.truncate(data.rfind(b"\n") + 1)
+    return False
+
+
+def _append(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _header_difference(header: Sequence[str], columns: Sequence[str]) -> str:
+    extra = [c for c in header if c not in columns]
+    missing = [c for c in columns if c not in header]
+    if not extra and not missing:
+        return "same columns in another order"
+    parts = []
+    if extra:
+        parts.append(f"{len(extra)} column(s) it should not have, e.g. {extra[0]}")
+    if missing:
+        parts.append(f"{len(missing)} missing, e.g. {missing[0]}")
+    return "; ".join(parts)
+
+
+def rewrite_as_schema(path: str | os.PathLike, kind: str) -> int:
+    """Rewrite a results file (and fold its parts into it) with the suite's header for `kind`, under
+    the lock; refuse a file with columns the schema does not know. Returns the number of rows."""
+    from filelock import FileLock
+
+    path = Path(path)
+    columns = COLUMNS[kind]
+    lock = FileLock(str(path.with_name(path.name + ".lock")), timeout=_LOCK_TIMEOUT_S)
+    with lock:
+        parts = part_files(path)
+        frame = read_table(path)
+        unknown = [c for c in frame.columns if c not in columns]
+        if unknown:
+            raise ResultsError(f"{path}: has column(s) the {kind} schema does not know ({', '.join(unknown[:3])}); "
+                               f"it is not a file of this harness")
+        frame = frame.reindex(columns=list(columns))
+        write_atomic(path, _csv_text([list(columns)] + [[_cell(v) for v in row]
+                                                       for row in frame.itertuples(index=False)]))
+        for part in parts:
+            part.unlink()
+    return len(frame)
 
 
 def ensure_writable(path: str | os.PathLike) -> Path:
@@ -244,12 +442,12 @@ def _file_mode(path: Path) -> int:
 
 def done_rows(path: str | os.PathLike, key_columns: Sequence[str],
               statuses: Sequence[str] | None = None) -> dict[tuple[str, ...], dict[str, Any]]:
-    """The rows already in a results file, by key, for `--resume`; only rows whose `status` is in
-    `statuses` when given. A missing or empty file, or one without those columns, has none."""
+    """The rows already in a results file and its parts, by key, for `--resume`; only rows whose
+    `status` is in `statuses` when given. A missing or empty file, or one without those columns, has none."""
     path = Path(path)
-    if not path.exists() or path.stat().st_size == 0:
+    if not ((path.exists() and path.stat().st_size > 0) or part_files(path)):
         return {}
-    frame = read_results(path)
+    frame = read_table(path)
     needed = (*key_columns, "status") if statuses is not None else tuple(key_columns)
     if any(c not in frame.columns for c in needed):
         return {}

@@ -14,21 +14,23 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import queue
 import sys
+import threading
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from suite.cli import (ArgumentParser, HelpFormatter, UsageError, add_models_argument, fail, non_negative_float,
-                       non_negative_int, positive_int, positive_int_list, resolve_device)
+                       non_negative_int, positive_int, positive_int_list, resolve_device, resolve_devices)
 from suite.jobs import ChildRunner, InProcessRunner, Outcome
 from suite.peaks import NAMED_DEVICES, PEAK_RULES, datasheet_peak
 from suite.plan import DeviceModel, device_model, estimate_run, peak_seconds
-from suite.results import SCHEMAS, ResultsError, append_rows, cpu_name, done_rows, ensure_writable, row_key
+from suite.results import ResultsError, append_rows, cpu_name, done_rows, ensure_writable, row_key
 from suite.settings import CHANNELS_LAST_RULES, PRECISION_MODES, PRESETS, Settings, default_preset, preset_help
 from suite.sweep import Instruments, ModelJob, base_row, resume_plan
 from suite.timing import PRECISIONS, default_clock
@@ -102,11 +104,12 @@ def crashed_row(job: ModelJob, outcome: Outcome, tf32: bool) -> dict[str, Any]:
 
 
 class _Progress:
-    """One progress bar over every planned measurement of the run."""
+    """One progress bar over every planned measurement of the run, whatever the number of workers."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, total: int, enabled: bool, workers: int = 1) -> None:
         from tqdm import tqdm
 
+        self.workers = workers
         self.bar = tqdm(total=total, unit="row", disable=not enabled, dynamic_ncols=True, file=sys.stderr)
 
     def write(self, text: str) -> None:
@@ -117,68 +120,120 @@ def planned_rows(settings: Settings) -> int:
     return len(settings.batch_sizes) + (1 if settings.latency_steps else 0)
 
 
-def run(specs: list[ModelSpec], settings: Settings, out: Path, *, resume: bool = False, retry_crashed: bool = False,
-        progress: bool = True, in_process: bool = False, instruments: Instruments | None = None,
-        child_timeout_s: float | None = None) -> RunReport:
-    """Measure every model (one child process each), appending each row to `out` as it arrives."""
+@dataclass
+class _Shared:
+    """What the workers of one run share: the results file, the report, one progress bar, a lock."""
+
+    out: Path
+    report: RunReport
+    progress: _Progress
+    per_model: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def write(self, row: dict[str, Any]) -> None:
+        with self.lock:
+            _write(self.out, row, self.report)
+
+    def advance(self, rows: int) -> None:
+        with self.lock:
+            self.progress.bar.update(rows)
+
+
+def _worker(device: torch.device, pending: queue.SimpleQueue, settings: Settings, shared: _Shared,
+            done: Mapping[tuple[str, ...], dict[str, Any]], runner: Any) -> None:
+    """One device's worker: take the next model from the queue, measure it in a child bound to this
+    device, until the queue is empty, the run is stopped, or this device's CUDA context is dead."""
+    settings = replace(settings, device=device)
+    name = device_name(device)
+    tf32 = settings.precision == "tf32" and device.type == "cuda"
+    peak = None
+    while not shared.stop.is_set():
+        try:
+            spec = pending.get_nowait()
+        except queue.Empty:
+            return
+        job, reused = plan_job(spec, settings, done, name, peak)
+        with shared.lock:
+            shared.report.reused.extend(reused)
+        if job is None:
+            shared.advance(shared.per_model)
+            continue
+        shared.advance(shared.per_model - len(job.batches) - (1 if job.latency else 0))
+        shared.progress.bar.set_postfix_str(spec.name if shared.progress.workers == 1 else f"{device}: {spec.name}")
+        left = len(job.batches) + (1 if job.latency else 0)
+
+        def on_message(kind: str, payload: Any) -> None:
+            nonlocal peak, left
+            if kind == "peak":
+                peak = payload if peak is None or payload.tflops > peak.tflops else peak
+            elif kind == "row":
+                shared.write(payload)
+                ended = payload["bench"] == "infer" and bool(payload.get("sweep_stop"))
+                shared.advance(left if ended else 1)
+                left = 0 if ended else left - 1
+
+        outcome = runner.run(job, on_message)
+        if shared.stop.is_set():
+            return  # interrupted: the child was stopped on purpose, not crashed
+        if outcome.crashed:
+            shared.write(crashed_row(job, outcome, tf32))
+            with shared.lock:
+                shared.report.crashed.append(f"{spec.name}: {outcome.error}")
+            shared.progress.write(f"{spec.name}: crashed ({outcome.error}); going on with the next model")
+            shared.advance(left)
+            if outcome.dead_context:
+                shared.report.stopped = (f"the CUDA context of {device} is unusable after {spec.name}'s sticky "
+                                         f"error; rerun with --resume without --in-process to measure the rest")
+                shared.stop.set()
+                return
+
+
+def run(specs: list[ModelSpec], settings: Settings, out: Path, *, devices: Sequence[torch.device] | None = None,
+        resume: bool = False, retry_crashed: bool = False, progress: bool = True, in_process: bool = False,
+        instruments: Instruments | None = None, child_timeout_s: float | None = None) -> RunReport:
+    """Measure every model, each in a child process, appending each row to `out` as it arrives.
+
+    With several `devices`, one worker per device pulls models from one queue, so two models never
+    share a device; their rows go to the same file and one progress bar counts them all.
+    """
     instruments = instruments or Instruments()
+    devices = list(devices or [settings.device])
+    if in_process and len(devices) > 1:
+        raise ValueError("--in-process measures on one device")
     statuses = tuple(s for s in DONE_STATUSES if s != "crashed" or not retry_crashed)
     done = done_rows(out, KEY_COLUMNS, statuses) if resume else {}
-    name = device_name(settings.device)
-    report = RunReport(out)
     per_model = planned_rows(settings)
-    progress_bar = _Progress(len(specs) * per_model, progress)
-    bar = progress_bar.bar
-    runner = (InProcessRunner(instruments) if in_process
-              else ChildRunner(instruments, child_timeout_s, echo=progress_bar.write))
-    tf32 = settings.precision == "tf32" and settings.device.type == "cuda"
-    peak = None
+    shared = _Shared(out, RunReport(out), _Progress(len(specs) * per_model, progress, len(devices)), per_model)
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    for spec in specs:
+        pending.put(spec)
+    runners = [InProcessRunner(instruments) if in_process
+               else ChildRunner(instruments, child_timeout_s, echo=shared.progress.write) for _ in devices]
     try:
-        for spec in specs:
-            job, reused = plan_job(spec, settings, done, name, peak)
-            report.reused.extend(reused)
-            if job is None:
-                bar.update(per_model)
-                continue
-            bar.update(per_model - len(job.batches) - (1 if job.latency else 0))
-            bar.set_postfix_str(spec.name)
-            left = len(job.batches) + (1 if job.latency else 0)
-
-            def on_message(kind: str, payload: Any) -> None:
-                nonlocal peak, left
-                if kind == "peak":
-                    peak = payload if peak is None or payload.tflops > peak.tflops else peak
-                elif kind == "row":
-                    _write(out, payload, report)
-                    left -= 1
-                    bar.update(1)
-                    if payload["bench"] == "infer" and payload.get("sweep_stop"):
-                        bar.update(left)
-                        left = 0
-
-            outcome = runner.run(job, on_message)
-            if outcome.crashed:
-                row = crashed_row(job, outcome, tf32)
-                _write(out, row, report)
-                report.crashed.append(f"{spec.name}: {outcome.error}")
-                progress_bar.write(f"{spec.name}: crashed ({outcome.error}); going on with the next model")
-                bar.update(left)
-                if outcome.dead_context:
-                    report.stopped = (f"the CUDA context is unusable after {spec.name}'s sticky error; rerun with "
-                                      f"--resume without --in-process to measure the rest")
-                    break
+        if len(devices) == 1:
+            _worker(devices[0], pending, settings, shared, done, runners[0])
+        else:
+            threads = [threading.Thread(target=_worker, args=(d, pending, settings, shared, done, r),
+                                        name=f"suite-worker-{d}", daemon=True) for d, r in zip(devices, runners)]
+            for thread in threads:
+                thread.start()
+            while any(thread.is_alive() for thread in threads):
+                for thread in threads:
+                    thread.join(0.2)
     except KeyboardInterrupt:
-        report.interrupted = True
+        shared.stop.set()
+        shared.report.interrupted = True
     finally:
-        bar.close()
-        runner.close()
-    return report
+        shared.stop.set()
+        for runner in runners:
+            runner.close()
+        shared.progress.bar.close()
+    return shared.report
 
 
 def _write(out: Path, row: dict[str, Any], report: RunReport) -> None:
-    for column in SCHEMAS["throughput"]:
-        row.setdefault(column, None)
-    append_rows(out, [row])
+    append_rows(out, [row], "throughput")
     report.written.append(row)
 
 
@@ -335,7 +390,12 @@ def build_parser() -> ArgumentParser:
             "Try --dry-run first: it prints the plan and its estimated time and measures nothing."),
     )
     add_models_argument(parser)
-    parser.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda or cuda:N")
+    parser.add_argument("--device", default=None,
+                        help="auto (cuda if available, else cpu), cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--devices", default=None,
+                        help="several devices, one worker each pulling models from one queue: all (every GPU), "
+                             "or a list such as cuda:0,cuda:2 (cpu,cpu runs two CPU workers, whose timings then "
+                             "contend)")
     parser.add_argument("--preset", choices=tuple(PRESETS), default=None,
                         help="the measurement rules to start from (default: gpu on CUDA, cpu on a CPU); "
                              "'paper' is the paper's full 32..8192 sweep")
@@ -407,7 +467,19 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UsageError("--peak-of is for --dry-run (a real run measures its own device's peak)")
     if args.retry_crashed and not args.resume:
         raise UsageError("--retry-crashed goes with --resume")
-    device = torch.device("cuda") if args.peak_of else resolve_device(args.device)
+    if args.devices and args.device:
+        raise UsageError("give --device or --devices, not both")
+    if args.devices:
+        if args.in_process:
+            raise UsageError("--in-process measures on one device; drop --devices")
+        devices = resolve_devices(args.devices)
+        if len({d.type for d in devices}) > 1:
+            raise UsageError("--devices mixes CPU and GPU workers; their presets differ, run them separately")
+        args.device_list = devices
+    else:
+        args.device_list = None
+    device = (torch.device("cuda") if args.peak_of
+              else args.device_list[0] if args.device_list else resolve_device(args.device or "auto"))
     gpu = device.type == "cuda"
     preset = args.preset or default_preset(device)
     overrides = {name: getattr(args, name) for name, _ in _preset_flags()}
@@ -458,7 +530,7 @@ def main(argv: list[str] | None = None, instruments: Instruments | None = None) 
         fail(PROG, f"shard {args.shard[0]}/{args.shard[1]} has no models (the selection has fewer)")
     started = time.perf_counter()
     try:
-        report = run(specs, settings, out, resume=args.resume, retry_crashed=args.retry_crashed,
+        report = run(specs, settings, out, devices=args.device_list, resume=args.resume, retry_crashed=args.retry_crashed,
                      progress=not args.no_progress, in_process=args.in_process, instruments=instruments,
                      child_timeout_s=args.child_timeout or None)
     except ResultsError as exc:
@@ -466,7 +538,8 @@ def main(argv: list[str] | None = None, instruments: Instruments | None = None) 
     elapsed = time.perf_counter() - started
     print(summary_table(report.reused + report.written))
     print(f"\n{len(report.written)} row(s) written to {out}, {len(report.reused)} already there; "
-          f"{settings.device} {settings.precision} ({settings.mode}), preset {settings.preset}; {elapsed:.0f} s")
+          f"{', '.join(map(str, args.device_list or [settings.device]))} {settings.precision} ({settings.mode}), "
+          f"preset {settings.preset}; {elapsed:.0f} s")
     for line in report.crashed:
         print(f"crashed: {line}", file=sys.stderr)
     if report.stopped:

@@ -378,3 +378,26 @@ class FakeNvmlTelemetry:
         from suite.telemetry import NvmlTelemetry
 
         return NvmlTelemetry("handle", FakeNvml(clocks_mhz=[1755, 1740], watts=self.watts), interval_s=0.005)
+
+
+@dataclass(frozen=True)
+class SleepingClocks:
+    """A clock factory whose steps really take `step_s` of wall time (so a run can be killed mid-way)."""
+
+    step_s: float = 0.02
+
+    def __call__(self, device: torch.device, work: Work) -> Any:
+        return _SleepingClock(self.step_s)
+
+
+class _SleepingClock:
+    name = "sleeping"
+
+    def __init__(self, step_s: float) -> None:
+        self.step_s = step_s
+
+    def run(self, fn: Any, steps: int) -> list[float]:
+        for _ in range(steps):
+            fn()
+            time.sleep(self.step_s)
+        return [self.step_s] * steps

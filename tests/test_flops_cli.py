@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from suite import flops
-from suite.results import ENVIRONMENT_COLUMNS, SCHEMAS, read_results
+from suite.results import ENVIRONMENT_COLUMNS, SCHEMAS, read_results, read_table
 
 
 def test_writes_schema_rows_and_reruns_replace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -23,7 +23,8 @@ def test_writes_schema_rows_and_reruns_replace(tmp_path: Path, capsys: pytest.Ca
     out = capsys.readouterr().out
     assert "Mixer-S/32" in out and "GMACs" in out and "wrote 4 row(s)" in out
     assert flops.main(argv[:2] + ["--out", str(tmp_path)]) == 0
-    assert len(read_results(tmp_path / "flops.csv")) == 4
+    assert len(read_results(tmp_path / "flops.csv")) == 6  # appended, never rewritten
+    assert len(read_table(tmp_path / "flops.csv", kind="flops")) == 4  # a count made again supersedes
 
 
 @pytest.mark.parametrize(
