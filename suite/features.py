@@ -284,13 +284,14 @@ class FeatureStore:
     def missing(self, indices: Sequence[int]) -> list[int]:
         return [i for i in indices if i not in self.features and i not in self.unreadable]
 
-    def add(self, indices: Sequence[int], features: np.ndarray, readable: np.ndarray) -> None:
+    def add(self, indices: Sequence[int], features: np.ndarray, readable: np.ndarray, save: bool = True) -> None:
         for position, index in enumerate(indices):
             if readable[position]:
                 self.features[int(index)] = features[position]
             else:
                 self.unreadable.add(int(index))
-        self.save()
+        if save:
+            self.save()
 
     def save(self) -> None:
         """Write the whole store through a temporary file and an atomic rename."""
@@ -307,6 +308,40 @@ class FeatureStore:
         return np.stack([self.features[int(i)] for i in indices])
 
 
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among torchrun's processes: rank 0 of 1 without torchrun.
+
+    Each rank extracts one contiguous slice of what is missing (not DistributedSampler, which pads
+    with duplicate images), and every rank gathers all slices in rank order, so every rank holds
+    the features in the order a single process would have computed them.
+    """
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def current(cls) -> Ranks:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+    def slice(self, items: Sequence[int]) -> list[int]:
+        per = -(-len(items) // self.world)
+        return list(items[self.rank * per:(self.rank + 1) * per])
+
+    def gather(self, payload: Any) -> list[Any]:
+        if self.world == 1:
+            return [payload]
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * self.world
+        dist.all_gather_object(gathered, payload)
+        return gathered
+
+
 class FeatureSource:
     """Features of one model with one set of weights, on any dataset split, computed only when not cached.
 
@@ -315,9 +350,10 @@ class FeatureSource:
     """
 
     def __init__(self, spec: ModelSpec, weights: Weights, cache_dir: Path, *, device: torch.device | str = "cpu",
-                 batch_size: int = 64, workers: int = 0) -> None:
+                 batch_size: int = 64, workers: int = 0, ranks: Ranks | None = None) -> None:
         self.spec, self.weights, self.cache_dir = spec, weights, Path(cache_dir)
         self.device, self.batch_size, self.workers = device, batch_size, workers
+        self.ranks = ranks or Ranks()
         self.config = data_config(spec, weights)
         self._model: nn.Module | None = None
 
@@ -340,11 +376,22 @@ class FeatureSource:
         return FeatureStore.open(self.cache_dir, key)
 
     def ensure(self, store: FeatureStore, images: ImageSet, indices: Sequence[int]) -> int:
-        """Compute and cache the features of `indices` not yet in `store`; returns how many were computed."""
+        """Compute and cache the features of `indices` not yet in `store`; returns how many were computed.
+
+        Under torchrun each rank computes its slice and all ranks gather every slice; rank 0 alone
+        writes the cache. Every rank must call this with the same `indices` (they read one cache).
+        """
         todo = store.missing(indices)
-        if todo:
-            features, readable = extract(self.model(), images, todo, self.config, device=self.device,
+        if not todo:
+            return 0
+        mine = self.ranks.slice(todo)
+        if mine:
+            features, readable = extract(self.model(), images, mine, self.config, device=self.device,
                                          batch_size=self.batch_size, workers=self.workers,
                                          description=f"{self.spec.name} {images.name}/{images.split}")
-            store.add(todo, features, readable)
+        else:
+            features, readable = np.zeros((0, 0), np.float32), np.zeros(0, bool)
+        parts = [part for part in self.ranks.gather((mine, features, readable)) if len(part[0])]
+        store.add([i for part in parts for i in part[0]], np.concatenate([part[1] for part in parts]),
+                  np.concatenate([part[2] for part in parts]), save=self.ranks.rank == 0)
         return len(todo)

@@ -24,8 +24,9 @@ from suite import probe
 from suite.cli import (ArgumentParser, HelpFormatter, UsageError, fail, non_negative_int_list, positive_float,
                        positive_int, positive_int_list, resolve_device)
 from suite.data import DataError, Dataset, check_shots, load_dataset, parse_datasets
-from suite.features import FeatureSource, Weights, WeightsError, default_cache_dir, parse_weights
-from suite.results import ResultsError, append_rows, ensure_writable, environment
+from suite.features import FeatureSource, Ranks, Weights, WeightsError, default_cache_dir, parse_weights
+from suite.launch import add_launcher_arguments, check_launcher_arguments, launch, report_launch
+from suite.results import ResultsError, append_rows, done_rows, ensure_writable, environment, part_path, row_key
 from suite.zoo import REGISTRY, ModelSpec, UnknownModelError, resolve_models
 
 PROG = "python -m suite.fewshot"
@@ -89,6 +90,8 @@ def evaluate(source: FeatureSource, dataset: Dataset, shots: Sequence[int], seed
         if not train_store.missing(needed):
             break
         source.ensure(train_store, train, needed)
+    if source.ranks.rank != 0:
+        return []  # under torchrun the features are every rank's work, the probe rank 0's
 
     rows = []
     for seed in seeds:
@@ -171,6 +174,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--data-dir", default="data", help="where datasets live or are downloaded")
     parser.add_argument("--cache-dir", default=str(default_cache_dir()), help="feature cache folder")
     parser.add_argument("--out", default="results/fewshot.csv", help="results file (rows are appended)")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip (model, weights, dataset, shots, seed, l2 rule) rows already in --out and its parts")
+    add_launcher_arguments(parser)
     return parser
 
 
@@ -194,37 +200,87 @@ def summary(rows: list[dict[str, Any]]) -> str:
     return f"few-shot accuracy %, mean ± std over {seeds} seed(s)\n" + wide.to_string()
 
 
+#: What identifies a few-shot row for --resume.
+RESUME_KEY = ("model", "weights", "dataset", "shots", "seed", "l2_rule")
+
+
+def expected_rows(shots: Sequence[int], seeds: Sequence[int], rules: Sequence[str]) -> list[tuple[int, int, str]]:
+    """The (shots, seed, rule) rows a run makes: no held-out row where k < 2 leaves nothing to hold out."""
+    return [(k, seed, rule) for seed in seeds for k in shots for rule in rules
+            if rule == "fixed" or heldout_size(k)]
+
+
+def start_ranks(device_text: str) -> tuple[Ranks, torch.device]:
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPUs, gloo on CPUs) and take
+    this rank's GPU; otherwise a single rank on the asked device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_text)
+    if world == 1:
+        return Ranks(), device
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Ranks.current(), device
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
+        check_launcher_arguments(args)
         specs = default_models() if args.models == "pretrained" else resolve_models(args.models)
-        ensure_writable(args.out)
+        out = Path(args.out)
+        ensure_writable(out)
+        if args.launcher != "none":
+            names = [spec.name for spec in specs]
+            return report_launch(launch(args, "suite.fewshot", argv, names, out), names, out)
         weights: Weights = parse_weights(args.weights)
-        device = resolve_device(args.device)
+        ranks, device = start_ranks(args.device)
         datasets = [load_dataset(name, args.data_dir) for name in parse_datasets(args.datasets)]
         for dataset in datasets:
             check_shots(dataset, args.shots)
+        done = done_rows(out, RESUME_KEY) if args.resume else {}
+        target = part_path(out, args.part) if args.part else out
         env = environment(device)
         all_rows: list[dict[str, Any]] = []
+        skipped = 0
         for spec in specs:
             source = FeatureSource(spec, weights, Path(args.cache_dir), device=device, batch_size=args.batch_size,
-                                   workers=max(0, args.workers))
+                                   workers=max(0, args.workers), ranks=ranks)
             model_columns = {"model": spec.name, "family": spec.family, "group": spec.group,
                              "timm_name": spec.timm_name or "", "weights": weights.tag(spec),
                              "weights_sha256": weights.sha256, "img_size": source.img_size,
-                             "batch_size": args.batch_size, "feature_precision": "float32"}
+                             "batch_size": args.batch_size, "feature_precision": "float32", "feature_tf32": False,
+                             "world_size": ranks.world}
             for dataset in datasets:
+                missing = [(k, seed, rule) for k, seed, rule in expected_rows(args.shots, args.seeds, args.l2_rules)
+                           if row_key({"model": spec.name, "weights": weights.tag(spec), "dataset": dataset.name,
+                                       "shots": k, "seed": seed, "l2_rule": rule}, RESUME_KEY) not in done]
+                skipped += len(expected_rows(args.shots, args.seeds, args.l2_rules)) - len(missing)
+                if not missing:
+                    continue
+                wanted = set(missing)
                 rows = [{**model_columns, **row, **env}
-                        for row in evaluate(source, dataset, args.shots, args.seeds, args.l2_rules, args.l2, device)]
-                append_rows(args.out, rows, "fewshot")
+                        for row in evaluate(source, dataset, sorted({k for k, _, _ in missing}),
+                                            sorted({seed for _, seed, _ in missing}), args.l2_rules, args.l2, device)
+                        if (row["shots"], row["seed"], row["l2_rule"]) in wanted]
+                if ranks.rank == 0:
+                    append_rows(target, rows, "fewshot")
                 all_rows.extend(rows)
                 if rows and rows[0]["unreadable_train"] + rows[0]["unreadable_test"]:
                     print(f"{spec.name} {dataset.name}: skipped unreadable images (train {rows[0]['unreadable_train']}"
                           f" seen among the sampled ones, test {rows[0]['unreadable_test']})", file=sys.stderr)
     except (DataError, WeightsError, UnknownModelError, ResultsError, UsageError) as exc:
         fail(PROG, str(exc))
+    if ranks.rank != 0:
+        return 0
     print(summary(all_rows))
-    print(f"{len(all_rows)} rows appended to {args.out}")
+    print(f"{len(all_rows)} rows appended to {target}" + (f", {skipped} already there" if skipped else "")
+          + (f"; features from {ranks.world} processes" if ranks.world > 1 else ""))
     return 0
 
 

@@ -14,10 +14,13 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from suite.cli import ArgumentParser, HelpFormatter, add_models_argument, error_line, fail, positive_int_list
+from suite.cli import (ArgumentParser, HelpFormatter, UsageError, add_models_argument, error_line, fail,
+                       positive_int_list)
 from suite.counting import count_row, summarize_disagreements
-from suite.results import ResultsError, append_rows, ensure_writable, environment
-from suite.zoo import MIXER_RULES, UnknownModelError, resolve_models
+from suite.launch import add_launcher_arguments, check_launcher_arguments, launch, report_launch
+from suite.results import (SUPERSEDE_KEYS, ResultsError, append_rows, done_rows, ensure_writable, environment,
+                           part_path, row_key)
+from suite.zoo import MIXER_RULES, UnknownModelError, mixer_rule_used, resolve_models
 
 PROG = "python -m suite.flops"
 
@@ -49,24 +52,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-cross-check", dest="cross_check", action="store_false",
                         help="skip the FlopCounterMode cross-check")
     parser.add_argument("--out", default="results", help="output CSV file, or folder for flops.csv")
+    parser.add_argument("--resume", action="store_true",
+                        help="count only what --out (and its part files) lacks: (model, image size, mixer rule, classes)")
+    add_launcher_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
+        check_launcher_arguments(args)
         specs = resolve_models(args.models)
-    except UnknownModelError as exc:
+    except (UnknownModelError, UsageError) as exc:
         fail(PROG, str(exc))
     if len(args.num_classes) != 1:
         fail(PROG, "--num-classes takes one value")
     out = output_path(args.out)
     try:
         ensure_writable(out)
+        done = done_rows(out, SUPERSEDE_KEYS["flops"]) if args.resume else {}
     except ResultsError as exc:
         fail(PROG, str(exc))
+    if args.launcher != "none":
+        names = [spec.name for spec in specs]
+        return report_launch(launch(args, "suite.flops", argv, names, out), names, out)
     env = environment("cpu")
-    jobs = [(spec, size) for spec in specs for size in (args.img_size or [spec.img_size])]
+    jobs = [(spec, size) for spec in specs for size in (args.img_size or [spec.img_size])
+            if row_key({"model": spec.name, "img_size": size, "mixer_rule": mixer_rule_used(spec, size, args.mixer_rule),
+                        "num_classes": args.num_classes[0]}, SUPERSEDE_KEYS["flops"]) not in done]
+    target = part_path(out, args.part) if args.part else out
     rows = []
     for spec, size in tqdm(jobs, desc="counting", unit="model", file=sys.stderr):
         try:
@@ -77,15 +92,18 @@ def main(argv: list[str] | None = None) -> int:
         row = {**row, **env}
         rows.append(row)
         try:
-            append_rows(out, [row], "flops")
+            append_rows(target, [row], "flops")
         except ResultsError as exc:
             fail(PROG, str(exc))
-    if not rows:
+    if not rows and not done:
         fail(PROG, "nothing was counted")
+    if not rows:
+        print(f"nothing left to count: {out} has every row asked for")
+        return 0
     print_summary(rows)
     for line in summarize_disagreements(rows):
         print(f"cross-check: {line}")
-    print(f"\nwrote {len(rows)} row(s) to {out}")
+    print(f"\nwrote {len(rows)} row(s) to {target}")
     return 0
 
 

@@ -94,8 +94,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "fewshot": (
         "model", "family", "group", "timm_name", "weights", "weights_sha256", "img_size", "batch_size",
-        "feature_precision", "dataset", "shots", "seed", "n_train", "n_test", "n_classes", "feature_dim",
-        "probe_form", "probe_dtype", "std_epsilon", "bias_value", "unreadable_train", "unreadable_test",
+        "feature_precision", "feature_tf32", "world_size", "dataset", "shots", "seed", "n_train", "n_test",
+        "n_classes", "feature_dim", "probe_form", "probe_dtype", "std_epsilon", "bias_value", "unreadable_train", "unreadable_test",
         "train_split", "test_split", "l2", "l2_rule", "accuracy", "heldout_accuracy", "n_heldout", "l2_grid",
         *ENVIRONMENT_COLUMNS,
     ),

@@ -28,9 +28,11 @@ import torch
 from suite.cli import (ArgumentParser, HelpFormatter, UsageError, add_models_argument, fail, non_negative_float,
                        non_negative_int, positive_int, positive_int_list, resolve_device, resolve_devices)
 from suite.jobs import ChildRunner, InProcessRunner, Outcome
+from suite.launch import add_launcher_arguments, check_launcher_arguments, launch, report_launch
 from suite.peaks import NAMED_DEVICES, PEAK_RULES, datasheet_peak
 from suite.plan import DeviceModel, device_model, estimate_run, peak_seconds
-from suite.results import ResultsError, append_rows, cpu_name, done_rows, ensure_writable, row_key
+from suite.results import (ResultsError, append_rows, cpu_name, done_rows, ensure_writable, part_files, part_path,
+                           read_table, row_key)
 from suite.settings import CHANNELS_LAST_RULES, PRECISION_MODES, PRESETS, Settings, default_preset, preset_help
 from suite.sweep import Instruments, ModelJob, base_row, resume_plan
 from suite.timing import PRECISIONS, default_clock
@@ -190,19 +192,21 @@ def _worker(device: torch.device, pending: queue.SimpleQueue, settings: Settings
 
 
 def run(specs: list[ModelSpec], settings: Settings, out: Path, *, devices: Sequence[torch.device] | None = None,
-        resume: bool = False, retry_crashed: bool = False, progress: bool = True, in_process: bool = False,
-        instruments: Instruments | None = None, child_timeout_s: float | None = None) -> RunReport:
+        resume: bool = False, resume_from: Path | None = None, retry_crashed: bool = False, progress: bool = True,
+        in_process: bool = False, instruments: Instruments | None = None,
+        child_timeout_s: float | None = None) -> RunReport:
     """Measure every model, each in a child process, appending each row to `out` as it arrives.
 
     With several `devices`, one worker per device pulls models from one queue, so two models never
-    share a device; their rows go to the same file and one progress bar counts them all.
+    share a device; their rows go to the same file and one progress bar counts them all. `--resume`
+    reads `resume_from` (default `out`) with its part files.
     """
     instruments = instruments or Instruments()
     devices = list(devices or [settings.device])
     if in_process and len(devices) > 1:
         raise ValueError("--in-process measures on one device")
     statuses = tuple(s for s in DONE_STATUSES if s != "crashed" or not retry_crashed)
-    done = done_rows(out, KEY_COLUMNS, statuses) if resume else {}
+    done = done_rows(resume_from or out, KEY_COLUMNS, statuses) if resume else {}
     per_model = planned_rows(settings)
     shared = _Shared(out, RunReport(out), _Progress(len(specs) * per_model, progress, len(devices)), per_model)
     pending: queue.SimpleQueue = queue.SimpleQueue()
@@ -442,6 +446,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--peak-of", choices=tuple(NAMED_DEVICES), default=None,
                         help="with --dry-run: estimate for this GPU's datasheet peak instead of measuring the device")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_launcher_arguments(parser)
     return parser
 
 
@@ -510,9 +515,15 @@ def output_path(text: str) -> Path:
 
 def main(argv: list[str] | None = None, instruments: Instruments | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    launched_instruments = instruments
     instruments = instruments or Instruments()
     try:
+        check_launcher_arguments(args)
+        if args.launcher != "none" and args.devices:
+            raise UsageError(f"--launcher {args.launcher} runs one job per model on the device its job gets; "
+                             f"drop --devices")
         specs = shard(resolve_models(args.models), args.shard)
         settings = settings_from_args(args)
         if args.dry_run:
@@ -528,9 +539,12 @@ def main(argv: list[str] | None = None, instruments: Instruments | None = None) 
         fail(PROG, str(exc))
     if not specs:
         fail(PROG, f"shard {args.shard[0]}/{args.shard[1]} has no models (the selection has fewer)")
+    if args.launcher != "none":
+        return _launched(args, argv, specs, out, launched_instruments)
     started = time.perf_counter()
     try:
-        report = run(specs, settings, out, devices=args.device_list, resume=args.resume, retry_crashed=args.retry_crashed,
+        report = run(specs, settings, part_path(out, args.part) if args.part else out, devices=args.device_list,
+                     resume=args.resume, resume_from=out, retry_crashed=args.retry_crashed,
                      progress=not args.no_progress, in_process=args.in_process, instruments=instruments,
                      child_timeout_s=args.child_timeout or None)
     except ResultsError as exc:
@@ -549,6 +563,22 @@ def main(argv: list[str] | None = None, instruments: Instruments | None = None) 
         print(f"interrupted: {out} holds every row written so far; rerun with --resume to finish", file=sys.stderr)
         return 130
     return 0
+
+
+def _launched(args: argparse.Namespace, argv: list[str], specs: list[ModelSpec], out: Path,
+              instruments: Instruments | None) -> int:
+    """--launcher local|slurm: a job per model; then the summary of what the table holds for them."""
+    names = [spec.name for spec in specs]
+    launched = launch(args, "suite.throughput", argv, names, out, instruments, progress=not args.no_progress)
+    if args.no_wait:
+        return 0
+    try:
+        table = read_table(out) if out.exists() or part_files(out) else None
+    except ResultsError as exc:
+        fail(PROG, str(exc))
+    if table is not None and len(table):
+        print(summary_table(table[table["model"].isin(names)].to_dict("records")))
+    return report_launch(launched, names, out)
 
 
 if __name__ == "__main__":
