@@ -78,15 +78,16 @@ def estimate_model(spec: ModelSpec, macs: int | None, settings: Settings, device
     def remaining() -> float | None:
         return None if budget is None else max(0.0, budget - elapsed)
 
-    if settings.latency_steps:
+    if settings.measures_latency:
         step = device.step_s(macs, 1)
         elapsed += _measure_s(step, step + device.first_step_extra_s, settings.latency_rules(), remaining())
     state = SweepState()
     measured: list[int] = []
     stop = "last"
     batches = list(settings.batch_sizes)
+    work = 3 if settings.bench == "train" else 1  # a training step: about three forwards
     for index, batch in enumerate(batches):
-        step = device.step_s(macs, batch)
+        step = work * device.step_s(macs, batch)
         elapsed += _measure_s(step, step + device.first_step_extra_s, settings.timing_rules(), remaining())
         measured.append(batch)
         state.record(batch, batch / step, step, settings.flat_tolerance)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.resources
-import itertools
 import math
 import re
 import sys
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from suite.cli import ArgumentParser, HelpFormatter, fail
+from suite.ranking import discordant_pairs, spearman
 from suite.results import ENVIRONMENT_COLUMNS, SCHEMAS, THROUGHPUT_STATUSES, ResultsError, part_files, read_table, write_atomic
 
 PROG = "python -m suite.report"
@@ -428,21 +428,15 @@ def compare_with_paper(best: pd.DataFrame, table3: pd.DataFrame) -> pd.DataFrame
 
 def rank_agreement(both: pd.DataFrame) -> dict[str, Any]:
     """Spearman's rank correlation between our and the paper's throughput, and the pairs whose order flips."""
-    from scipy.stats import spearmanr
-
-    n = len(both)
-    rho = p_value = float("nan")
-    if n >= 3 and both["ours"].nunique() > 1 and both["paper"].nunique() > 1:
-        result = spearmanr(both["ours"], both["paper"])
-        rho, p_value = float(result.statistic), float(result.pvalue)
+    ours, theirs = both["ours"].tolist(), both["paper"].tolist()
+    rho, p_value = spearman(ours, theirs)
     flips = []
-    for (_, a), (_, b) in itertools.combinations(both.iterrows(), 2):
-        if (a["ours"] - b["ours"]) * (a["paper"] - b["paper"]) < 0:
-            faster, slower = (a, b) if a["ours"] > b["ours"] else (b, a)
-            flips.append({"faster here": _label(faster), "ours faster": faster["ours"],
-                          "ours slower": slower["ours"], "slower here": _label(slower),
-                          "paper faster": slower["paper"], "paper slower": faster["paper"]})
-    return {"n": n, "rho": rho, "p_value": p_value, "flips": pd.DataFrame(flips)}
+    for i, j in discordant_pairs(ours, theirs):
+        faster, slower = both.iloc[i], both.iloc[j]
+        flips.append({"faster here": _label(faster), "ours faster": faster["ours"],
+                      "ours slower": slower["ours"], "slower here": _label(slower),
+                      "paper faster": slower["paper"], "paper slower": faster["paper"]})
+    return {"n": len(both), "rho": rho, "p_value": p_value, "flips": pd.DataFrame(flips)}
 
 
 def _label(row: pd.Series) -> str:

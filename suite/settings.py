@@ -23,7 +23,8 @@ import torch
 
 from suite.timing import LOW_PRECISION_DTYPES, TimingRules
 
-BENCHES = ("infer", "latency")
+#: What --bench measures: inference (with a batch-1 latency row per model) or a training step.
+BENCHES = ("infer", "train")
 CHANNELS_LAST_RULES = ("auto", "on", "off")
 PRECISION_MODES = ("autocast", "pure")
 
@@ -110,6 +111,8 @@ class Settings:
 
     device: torch.device
     preset: str = "cpu"
+    bench: str = "infer"
+    grad_checkpointing: bool = False
     precision: str = "fp32"
     precision_mode: str = "autocast"
     channels_last: str = "auto"
@@ -151,6 +154,11 @@ class Settings:
         return TimingRules(warmup_steps=self.warmup_steps, warmup_s=self.warmup_s, min_steps=self.min_steps,
                            min_time_s=self.min_time_s, max_time_s=self.max_time_s or None)
 
+    @property
+    def measures_latency(self) -> bool:
+        """Inference runs get a batch-1 latency row per model; training runs do not."""
+        return self.bench == "infer" and self.latency_steps > 0
+
     def latency_rules(self) -> TimingRules:
         return TimingRules(warmup_steps=max(self.warmup_steps, 1), warmup_s=self.warmup_s,
                            min_steps=max(self.latency_steps, 1), min_time_s=self.latency_time_s,
@@ -162,7 +170,8 @@ class Settings:
     def columns(self) -> dict[str, Any]:
         """The settings as row columns (the device goes in with the environment)."""
         return {
-            "preset": self.preset, "precision": self.precision, "precision_mode": self.mode,
+            "preset": self.preset, "grad_checkpointing": self.grad_checkpointing,
+            "precision": self.precision, "precision_mode": self.mode,
             "channels_last_rule": self.channels_last, "compile": self.compile,
             "compile_backend": self.compile_backend if self.compile else "",
             "compile_mode": self.compile_mode if self.compile else "", "cuda_graphs": self.cuda_graphs,

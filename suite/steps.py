@@ -12,6 +12,7 @@ callable that is timed (a forward pass or the replay of its CUDA graph), and wha
   compiled anew and static (`torch._dynamo.reset()`, `dynamic=False`), and dynamo's own counters
   say whether it really compiled: a fall-back to eager, a recompile-limit hit or a recompile while
   timed becomes the row's status, never a silent `compile=True`.
+- A training step (`--bench train`) is the paper's pre-training step on random labels; see TrainStep.
 - CUDA graphs are captured on a stream of the chosen device, inside that device's context, so
   `--device cuda:N` captures the kernels it times (a capture stream on device 0 would record
   nothing while the kernels go to N).
@@ -198,6 +199,70 @@ class CompiledForward:
         if self.info.status == "recompiled while timed":
             return "compile_recompiled"
         return ""
+
+
+# --------------------------------------------------------------------------------------------------
+# A training step
+# --------------------------------------------------------------------------------------------------
+
+#: The training step's optimizer and clipping, as the paper pre-trains (Adam with weight decay,
+#: gradients clipped at global norm 1); recorded in every training row.
+TRAIN_LR = 1e-3
+TRAIN_WEIGHT_DECAY = 0.1
+TRAIN_CLIP_NORM = 1.0
+TRAIN_RECIPE = (f"AdamW(lr={TRAIN_LR:g}, weight_decay={TRAIN_WEIGHT_DECAY:g}), cross-entropy on random labels, "
+                f"global grad norm clipped at {TRAIN_CLIP_NORM:g}")
+
+
+class TrainStep:
+    """One timed training step: forward under the settings' precision (autocast, or pure weights),
+    cross-entropy on random labels over the model's classes, backward (through a GradScaler for fp16
+    autocast), clipping of the gradients' global norm at 1, an AdamW step. `zero_grad` is the clock's
+    `between`: set_to_none, outside the timed region. `last_norm` is the norm before clipping."""
+
+    def __init__(self, model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                 settings: Settings, num_classes: int) -> None:
+        self.model, self.forward, self.x, self.settings = model.train(), forward, x, settings
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=TRAIN_LR, weight_decay=TRAIN_WEIGHT_DECAY)
+        generator = torch.Generator(device=x.device).manual_seed(0)
+        self.labels = torch.randint(0, num_classes, (x.shape[0],), device=x.device, generator=generator)
+        fp16_autocast = settings.precision == "fp16" and settings.mode == "autocast"
+        self.scaler = torch.amp.GradScaler(x.device.type) if fp16_autocast else None
+        self.last_norm: torch.Tensor | None = None
+        self._scales: list[torch.Tensor] = []
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def forget_skips(self) -> None:
+        """Count skipped steps from here on (the warm-up's do not matter)."""
+        self._scales = self._scales[-1:]
+
+    @property
+    def skipped_steps(self) -> int:
+        """fp16: optimizer steps the GradScaler skipped (an overflow lowers the scale), which are cheaper
+        than real ones; a row records how many of its timed steps were."""
+        values = [float(s) for s in self._scales]
+        return sum(1 for before, after in zip(values, values[1:]) if after < before)
+
+    def __call__(self) -> None:
+        with autocast(self.settings):
+            logits = self.forward(self.x)
+            loss = nn.functional.cross_entropy(logits.float(), self.labels)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            self.last_norm = nn.utils.clip_grad_norm_(self.params, TRAIN_CLIP_NORM)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            scale = getattr(self.scaler, "_scale", None)
+            if scale is not None:
+                self._scales.append(scale.detach().clone())  # on the device: no host sync in the step
+            return
+        loss.backward()
+        self.last_norm = nn.utils.clip_grad_norm_(self.params, TRAIN_CLIP_NORM)
+        self.optimizer.step()
 
 
 # --------------------------------------------------------------------------------------------------

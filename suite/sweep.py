@@ -28,7 +28,7 @@ from suite.counting import macs_per_image
 from suite.peaks import Peak, datasheet_peak, measure_peak
 from suite.results import environment
 from suite.settings import Settings
-from suite.steps import (CompiledForward, StickyCudaError, autocast, capture_cuda_graph,
+from suite.steps import (TRAIN_RECIPE, CompiledForward, StickyCudaError, TrainStep, autocast, capture_cuda_graph,
                          channels_last_choice, classify_failure, free_memory, make_input, prepare_model)
 from suite.telemetry import Reading, Telemetry, telemetry_for
 from suite.timing import (Clock, Measurement, SyncedHostClock, TimingRules, default_clock, precision_flags,
@@ -186,6 +186,7 @@ class BatchResult:
     peak_allocated_mb: float | None = None
     peak_reserved_mb: float | None = None
     compile: CompiledForward | None = None
+    skipped_steps: int | None = None
 
 
 @contextlib.contextmanager
@@ -204,28 +205,40 @@ def device_session(settings: Settings) -> Iterator[bool]:
 
 def measure_batch(model: torch.nn.Module, batch: int, img_size: int, settings: Settings, channels_last: bool,
                   clock: Clock, telemetry: Telemetry, memory: MemoryMeter, rules: TimingRules,
-                  budget_s: float | None) -> BatchResult:
-    """Warm up and time `model` at `batch`: the measurement, telemetry, peak memory and compile record."""
+                  budget_s: float | None, train: bool = False) -> BatchResult:
+    """Warm up and time `model` at `batch` (an inference forward, or a training step): the
+    measurement, telemetry, peak memory and compile record."""
     device = settings.device
     x = make_input(batch, img_size, settings, channels_last)
     compiled: CompiledForward | None = None
-    with torch.inference_mode(), autocast(settings):
-        run = model
+    grad_mode = contextlib.nullcontext() if train else torch.inference_mode()
+    precision = contextlib.nullcontext() if train else autocast(settings)  # a training step sets its own
+    between = None
+    with grad_mode, precision:
+        run = model.train() if train else model  # compiled in the mode it will run in: no recompile later
         if settings.compile:
             compiled = CompiledForward(model, settings)
-            compiled.first_call(x, device)
+            with autocast(settings) if train else contextlib.nullcontext():
+                compiled.first_call(x, device)
             run = compiled.compiled
+        if train:
+            training = TrainStep(model, run, x, settings, getattr(model, "num_classes", 1000) or 1000)
+            step, between = training, training.zero_grad
+        else:
+            def forward() -> object:
+                return run(x)
 
-        def forward() -> object:
-            return run(x)
-
-        step = capture_cuda_graph(forward, device) if settings.cuda_graphs else forward
-        warm = warm_up(step, clock, rules, budget_s)
+            step = capture_cuda_graph(forward, device) if settings.cuda_graphs else forward
+        warm = warm_up(step, clock, rules, budget_s, between)
+        if train:
+            training.forget_skips()
         memory.reset()
         left = None if budget_s is None else max(0.0, budget_s - warm.seconds)
         with telemetry.window() as window:
-            measurement = time_steps(step, clock, rules, budget_s=left, estimate_s=warm.last_step_s, warmup=warm)
-    result = BatchResult(measurement, window.result(), compile=compiled)
+            measurement = time_steps(step, clock, rules, budget_s=left, estimate_s=warm.last_step_s, warmup=warm,
+                                     between=between)
+    result = BatchResult(measurement, window.result(), compile=compiled,
+                         skipped_steps=training.skipped_steps if train and training.scaler is not None else None)
     result.peak_allocated_mb, result.peak_reserved_mb = memory.peaks_mb()
     if compiled is not None:
         compiled.check_after_timing()
@@ -257,7 +270,11 @@ def fill_measurement(row: dict[str, Any], result: BatchResult, macs: int | None,
     m = result.measurement
     batch = row["batch_size"]
     images_per_sec = batch / m.median_s
-    achieved = 2.0 * macs * images_per_sec / 1e12 if macs else None
+    train = row["bench"] == "train"
+    # Model FLOPs: 2 x MACs for a forward; a training step is counted as three forwards (forward,
+    # and a backward twice its cost), whatever gradient checkpointing recomputes.
+    flops_per_image = 2.0 * macs * (3 if train else 1) if macs else None
+    achieved = flops_per_image * images_per_sec / 1e12 if flops_per_image else None
     on_gpu = str(row.get("device", "")).startswith("cuda")
     datasheet = datasheet_peak(str(row.get("device_name", "")), row["precision"]) if on_gpu else None
     reading = result.reading
@@ -270,7 +287,7 @@ def fill_measurement(row: dict[str, Any], result: BatchResult, macs: int | None,
         "images_per_sec": images_per_sec,
         "peak_memory_mb": result.peak_allocated_mb, "peak_reserved_mb": result.peak_reserved_mb,
         "process_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "macs_per_image": macs, "achieved_tflops": achieved,
+        "macs_per_image": macs, "model_flops_per_image": flops_per_image, "achieved_tflops": achieved,
         **(peak.columns() if peak else {"peak_tflops": None}),
         "mfu": achieved / peak.tflops if achieved and peak else None,
         "datasheet_tflops": datasheet[0] if datasheet else None,
@@ -287,6 +304,14 @@ def fill_measurement(row: dict[str, Any], result: BatchResult, macs: int | None,
     if row["bench"] == "latency":
         row.update({"latency_p50_ms": m.median_s * 1e3, "latency_p90_ms": m.p90_s * 1e3,
                     "latency_p99_ms": m.p99_s * 1e3})
+        return
+    if train:
+        row.update({
+            "train_recipe": TRAIN_RECIPE, "skipped_optimizer_steps": result.skipped_steps,
+            "train_samples_per_sec": round(images_per_sec, 2),
+            "train_step_time": round(m.median_s * 1e3, 3), "train_batch_size": batch,
+            "train_img_size": row["img_size"], "param_count": round(params / 1e6, 2),
+        })
         return
     row.update({
         "infer_samples_per_sec": round(images_per_sec, 2), "infer_step_time": round(m.median_s * 1e3, 3),
@@ -348,6 +373,8 @@ class _Sweep:
                                            free_bytes=self.instruments.free_bytes)
             channels_last, reason = channels_last_choice(built.model, settings.channels_last)
             model = prepare_model(built.model, settings, channels_last)
+            if settings.grad_checkpointing:
+                model.set_grad_checkpointing(True)  # timm's; a model without it is an error row
             macs = self.instruments.count_macs(spec, img, settings.mixer_rule)
             self.ready = _Model(built, model, channels_last, reason, macs, self.peak())
         return self.ready
@@ -388,7 +415,7 @@ class _Sweep:
             clock = clock_factory(device, Work(self.job.spec.name, batch, ready.macs, bench))
             result = measure_batch(ready.model, batch, self.settings.model_img_size(self.job.spec.img_size),
                                    self.settings, ready.channels_last, clock, self.instruments.telemetry(device),
-                                   self.instruments.memory(device), rules, self.remaining())
+                                   self.instruments.memory(device), rules, self.remaining(), train=bench == "train")
         except Exception as exc:  # one failing measurement must not stop the run
             status = classify_failure(exc)
             if status == "sticky":
@@ -421,7 +448,7 @@ class _Sweep:
                          float(earlier["step_time_median_ms"]) / 1e3, settings.flat_tolerance)
         batches = list(job.batches)
         for index, batch in enumerate(batches):
-            row = self.measure(batch, "infer", settings.timing_rules(), self.instruments.clock)
+            row = self.measure(batch, settings.bench, settings.timing_rules(), self.instruments.clock)
             if row["status"] in MEASURED_STATUSES:
                 state.record(batch, row["images_per_sec"], row["step_time_median_ms"] / 1e3, settings.flat_tolerance)
                 next_batch = batches[index + 1] if index + 1 < len(batches) else None

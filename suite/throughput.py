@@ -33,7 +33,7 @@ from suite.peaks import NAMED_DEVICES, PEAK_RULES, datasheet_peak
 from suite.plan import DeviceModel, device_model, estimate_run, peak_seconds
 from suite.results import (ResultsError, append_rows, cpu_name, done_rows, ensure_writable, part_files, part_path,
                            read_table, row_key)
-from suite.settings import CHANNELS_LAST_RULES, PRECISION_MODES, PRESETS, Settings, default_preset, preset_help
+from suite.settings import BENCHES, CHANNELS_LAST_RULES, PRECISION_MODES, PRESETS, Settings, default_preset, preset_help
 from suite.sweep import Instruments, ModelJob, base_row, resume_plan
 from suite.timing import PRECISIONS, default_clock
 from suite.zoo import MIXER_RULES, ModelSpec, UnknownModelError, mixer_rule_used, resolve_models
@@ -44,7 +44,8 @@ OUT_FILE_NAME = "throughput.csv"
 
 #: The columns that identify a measurement for --resume: what was measured, every setting, the device.
 KEY_COLUMNS = ("bench", "model", "img_size", "batch_size", "precision", "precision_mode", "channels_last_rule",
-               "compile", "compile_backend", "compile_mode", "cuda_graphs", "mixer_rule", "device", "device_name")
+               "compile", "compile_backend", "compile_mode", "cuda_graphs", "grad_checkpointing", "mixer_rule", "device",
+               "device_name")
 
 #: Rows with these statuses count as measured for --resume ('error' rows are tried again, and
 #: 'crashed' ones too with --retry-crashed).
@@ -86,11 +87,12 @@ def key_of(spec: ModelSpec, bench: str, batch: int, settings: Settings, name: st
 def plan_job(spec: ModelSpec, settings: Settings, done: Mapping[tuple[str, ...], dict[str, Any]], name: str,
              peak: Any) -> tuple[ModelJob | None, list[dict[str, Any]]]:
     """What is left of one model's measurements (None: nothing) and the rows already there."""
-    latency_row = done.get(key_of(spec, "latency", 1, settings, name)) if settings.latency_steps else None
-    earlier = {b: done[k] for b in settings.batch_sizes if (k := key_of(spec, "infer", b, settings, name)) in done}
+    latency_row = done.get(key_of(spec, "latency", 1, settings, name)) if settings.measures_latency else None
+    earlier = {b: done[k] for b in settings.batch_sizes
+               if (k := key_of(spec, settings.bench, b, settings, name)) in done}
     prior, todo = resume_plan(settings.batch_sizes, earlier)
     reused = ([latency_row] if latency_row is not None else []) + list(earlier.values())
-    wants_latency = settings.latency_steps > 0 and latency_row is None
+    wants_latency = settings.measures_latency and latency_row is None
     if not todo and not wants_latency:
         return None, reused
     return ModelJob(spec, settings, tuple(todo), tuple(prior), wants_latency, peak), reused
@@ -119,7 +121,7 @@ class _Progress:
 
 
 def planned_rows(settings: Settings) -> int:
-    return len(settings.batch_sizes) + (1 if settings.latency_steps else 0)
+    return len(settings.batch_sizes) + (1 if settings.measures_latency else 0)
 
 
 @dataclass
@@ -171,7 +173,7 @@ def _worker(device: torch.device, pending: queue.SimpleQueue, settings: Settings
                 peak = payload if peak is None or payload.tflops > peak.tflops else peak
             elif kind == "row":
                 shared.write(payload)
-                ended = payload["bench"] == "infer" and bool(payload.get("sweep_stop"))
+                ended = payload["bench"] != "latency" and bool(payload.get("sweep_stop"))
                 shared.advance(left if ended else 1)
                 left = 0 if ended else left - 1
 
@@ -261,7 +263,7 @@ def summary_table(rows: Iterable[Mapping[str, Any]]) -> str:
     lines = []
     marked = False
     for model, group in frame.groupby("model", sort=False):
-        sweep = group[group["bench"].fillna("infer") == "infer"]
+        sweep = group[group["bench"].fillna("infer") != "latency"]
         latency = group[group["bench"] == "latency"]
         ok = sweep[sweep["status"] == "ok"]
         stops = [s for s in sweep.get("sweep_stop", pd.Series(dtype=str)).map(_text) if s]
@@ -394,6 +396,11 @@ def build_parser() -> ArgumentParser:
             "Try --dry-run first: it prints the plan and its estimated time and measures nothing."),
     )
     add_models_argument(parser)
+    parser.add_argument("--bench", choices=BENCHES, default="infer",
+                        help="infer: forward passes (and a batch-1 latency row per model); train: the paper's "
+                             "pre-training step (forward, cross-entropy, backward, global-norm clip at 1, AdamW)")
+    parser.add_argument("--grad-checkpointing", action="store_true",
+                        help="with --bench train: timm's gradient checkpointing through the blocks (recorded)")
     parser.add_argument("--device", default=None,
                         help="auto (cuda if available, else cpu), cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--devices", default=None,
@@ -472,6 +479,17 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UsageError("--peak-of is for --dry-run (a real run measures its own device's peak)")
     if args.retry_crashed and not args.resume:
         raise UsageError("--retry-crashed goes with --resume")
+    if args.grad_checkpointing and args.bench != "train":
+        raise UsageError("--grad-checkpointing is for --bench train (inference keeps no activations)")
+    if args.bench == "train":
+        if args.cuda_graphs:
+            raise UsageError("--bench train cannot use --cuda-graphs (an optimizer step in a captured graph is not "
+                             "what a training run does); drop --cuda-graphs")
+        if args.precision == "fp16" and args.mode == "pure":
+            raise UsageError("--bench train in fp16 needs --mode autocast (a GradScaler keeps fp32 weights); "
+                             "pure fp16 weights cannot be trained this way")
+        if args.latency_steps:
+            raise UsageError("--latency-steps is for --bench infer; a training run has no latency row")
     if args.devices and args.device:
         raise UsageError("give --device or --devices, not both")
     if args.devices:
@@ -489,7 +507,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     preset = args.preset or default_preset(device)
     overrides = {name: getattr(args, name) for name, _ in _preset_flags()}
     settings = Settings.from_preset(
-        device, preset, precision_mode=args.mode, channels_last=args.channels_last, compile=args.compile,
+        device, preset, bench=args.bench, grad_checkpointing=args.grad_checkpointing, precision_mode=args.mode, channels_last=args.channels_last, compile=args.compile,
         compile_backend=args.compile_backend, compile_mode=args.compile_mode, cuda_graphs=args.cuda_graphs,
         img_size=args.img_size, mixer_rule=args.mixer_rule, **overrides)
     if settings.precision == "tf32" and not gpu:

@@ -128,11 +128,15 @@ class Measurement:
 # --------------------------------------------------------------------------------------------------
 
 class Clock(Protocol):
-    """Runs `steps` calls of `fn` and returns each one's duration in seconds, all work finished."""
+    """Runs `steps` calls of `fn` and returns each one's duration in seconds, all work finished.
+
+    `between`, if given, is called before each step outside the timed bracket (a training step's
+    `zero_grad`, which is bookkeeping, not the step)."""
 
     name: str
 
-    def run(self, fn: Callable[[], object], steps: int) -> list[float]: ...
+    def run(self, fn: Callable[[], object], steps: int,
+            between: Callable[[], object] | None = None) -> list[float]: ...
 
 
 class HostClock:
@@ -140,9 +144,11 @@ class HostClock:
 
     name = "perf_counter"
 
-    def run(self, fn: Callable[[], object], steps: int) -> list[float]:
+    def run(self, fn: Callable[[], object], steps: int, between: Callable[[], object] | None = None) -> list[float]:
         times = []
         for _ in range(steps):
+            if between is not None:
+                between()
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
@@ -157,9 +163,11 @@ class SyncedHostClock:
     def __init__(self, device: torch.device) -> None:
         self.device = torch.device(device)
 
-    def run(self, fn: Callable[[], object], steps: int) -> list[float]:
+    def run(self, fn: Callable[[], object], steps: int, between: Callable[[], object] | None = None) -> list[float]:
         times = []
         for _ in range(steps):
+            if between is not None:
+                between()
             start = time.perf_counter()
             fn()
             synchronize(self.device)
@@ -175,7 +183,7 @@ class CudaEventClock:
     def __init__(self, device: torch.device, cuda: Any = torch.cuda) -> None:
         self.device, self.cuda = torch.device(device), cuda
 
-    def run(self, fn: Callable[[], object], steps: int) -> list[float]:
+    def run(self, fn: Callable[[], object], steps: int, between: Callable[[], object] | None = None) -> list[float]:
         """Events are recorded on the current stream of `device`, inside its context (`cuda` is
         torch.cuda, or a fake that records the wiring in tests)."""
         cuda = self.cuda
@@ -183,6 +191,8 @@ class CudaEventClock:
             stream = cuda.current_stream(self.device)
             pairs = []
             for _ in range(steps):
+                if between is not None:
+                    between()
                 start, end = cuda.Event(enable_timing=True), cuda.Event(enable_timing=True)
                 start.record(stream)
                 fn()
@@ -237,7 +247,8 @@ class WarmUp:
     last_step_s: float | None
 
 
-def warm_up(fn: Callable[[], object], clock: Clock, rules: TimingRules, budget_s: float | None = None) -> WarmUp:
+def warm_up(fn: Callable[[], object], clock: Clock, rules: TimingRules, budget_s: float | None = None,
+            between: Callable[[], object] | None = None) -> WarmUp:
     """Run at least `warmup_steps` calls and at least `warmup_s` seconds after the first call.
 
     The first call (compilation, autotuning) is timed alone and does not count towards
@@ -246,7 +257,7 @@ def warm_up(fn: Callable[[], object], clock: Clock, rules: TimingRules, budget_s
     """
     if rules.warmup_steps == 0 and rules.warmup_s == 0:
         return WarmUp(0, 0.0, None, None)
-    first = clock.run(fn, 1)[0]
+    first = clock.run(fn, 1, between)[0]
     steps, after_first, last = 1, 0.0, first
     while steps < rules.warmup_steps or after_first < rules.warmup_s:
         if budget_s is not None and first + after_first + rules.floor_steps * last >= budget_s:
@@ -255,7 +266,7 @@ def warm_up(fn: Callable[[], object], clock: Clock, rules: TimingRules, budget_s
         if budget_s is not None:
             room = budget_s - first - after_first - rules.floor_steps * last
             want = min(want, max(1, int(room / max(last, 1e-9))))
-        times = clock.run(fn, max(1, min(want, rules.max_chunk)))
+        times = clock.run(fn, max(1, min(want, rules.max_chunk)), between)
         steps += len(times)
         after_first += sum(times)
         last = statistics.median(times)
@@ -263,7 +274,8 @@ def warm_up(fn: Callable[[], object], clock: Clock, rules: TimingRules, budget_s
 
 
 def time_steps(fn: Callable[[], object], clock: Clock, rules: TimingRules, *, budget_s: float | None = None,
-               estimate_s: float | None = None, warmup: WarmUp | None = None) -> Measurement:
+               estimate_s: float | None = None, warmup: WarmUp | None = None,
+               between: Callable[[], object] | None = None) -> Measurement:
     """Time chunks of calls until the rules hold; chunk sizes come from the step time seen so far.
 
     Timing goes on while fewer than `min_steps` steps or less than `min_time_s` were timed, and
@@ -286,7 +298,7 @@ def time_steps(fn: Callable[[], object], clock: Clock, rules: TimingRules, *, bu
                 allowed = int((limit - spent) / max(step, 1e-9))
                 want = min(want, max(allowed, rules.floor_steps - len(times), 1))
             chunk = max(1, min(want, rules.max_chunk))
-        times.extend(clock.run(fn, chunk))
+        times.extend(clock.run(fn, chunk, between))
         step = statistics.median(times)
     return Measurement(tuple(times), warmup.steps if warmup else 0, warmup.seconds if warmup else 0.0,
                        warmup.first_step_s if warmup else None)
@@ -301,11 +313,11 @@ def _keep_going(count: int, spent: float, rules: TimingRules, limit: float | Non
 
 
 def time_callable(fn: Callable[[], object], clock: Clock, rules: TimingRules = TimingRules(), *,
-                  budget_s: float | None = None) -> Measurement:
+                  budget_s: float | None = None, between: Callable[[], object] | None = None) -> Measurement:
     """Warm up, then time: :func:`warm_up` followed by :func:`time_steps` within one budget."""
-    warm = warm_up(fn, clock, rules, budget_s)
+    warm = warm_up(fn, clock, rules, budget_s, between)
     left = None if budget_s is None else max(0.0, budget_s - warm.seconds)
-    return time_steps(fn, clock, rules, budget_s=left, estimate_s=warm.last_step_s, warmup=warm)
+    return time_steps(fn, clock, rules, budget_s=left, estimate_s=warm.last_step_s, warmup=warm, between=between)
 
 
 class ConstantClock:
@@ -319,7 +331,7 @@ class ConstantClock:
     def __init__(self, step_s: float, first_step_s: float | None = None) -> None:
         self.step_s, self.first_step_s, self.calls = step_s, first_step_s, 0
 
-    def run(self, fn: Callable[[], object], steps: int) -> list[float]:
+    def run(self, fn: Callable[[], object], steps: int, between: Callable[[], object] | None = None) -> list[float]:
         times = [self.step_s] * steps
         if self.calls == 0 and self.first_step_s is not None:
             times[0] = self.first_step_s

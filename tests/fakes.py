@@ -34,8 +34,10 @@ class ModelledClock:
         self.step_s = max(floor_s, 2.0 * (work.macs_per_image or 0) * work.batch / (peak_tflops * 1e12))
         self.log = log
 
-    def run(self, fn: Any, steps: int) -> list[float]:
+    def run(self, fn: Any, steps: int, between: Any = None) -> list[float]:
         for _ in range(steps):
+            if between is not None:
+                between()
             fn()
             if self.log is not None:
                 self.log.append("step")
@@ -95,7 +97,7 @@ class _FailingClock:
     def __init__(self, failure: Failure) -> None:
         self.failure = failure
 
-    def run(self, fn: Any, steps: int) -> list[float]:
+    def run(self, fn: Any, steps: int, between: Any = None) -> list[float]:
         self.failure.happen()
         return []
 
@@ -106,8 +108,10 @@ class _FixedClock:
     def __init__(self, step_s: float) -> None:
         self.step_s = step_s
 
-    def run(self, fn: Any, steps: int) -> list[float]:
+    def run(self, fn: Any, steps: int, between: Any = None) -> list[float]:
         for _ in range(steps):
+            if between is not None:
+                between()
             fn()
         return [self.step_s] * steps
 
@@ -396,8 +400,43 @@ class _SleepingClock:
     def __init__(self, step_s: float) -> None:
         self.step_s = step_s
 
-    def run(self, fn: Any, steps: int) -> list[float]:
+    def run(self, fn: Any, steps: int, between: Any = None) -> list[float]:
         for _ in range(steps):
+            if between is not None:
+                between()
             fn()
             time.sleep(self.step_s)
         return [self.step_s] * steps
+
+
+class _OomInBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.batch = x.shape[0]
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        if ctx.batch >= 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB (in backward)")
+        return grad
+
+
+class OomInBackward(torch.nn.Module):
+    """A tiny classifier whose backward runs out of memory from batch 4 on (its forward never does)."""
+
+    def __init__(self, num_classes: int = 10, img_size: int = 8) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.head = torch.nn.Linear(3 * img_size * img_size, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _OomInBackward.apply(self.head(x.flatten(1)))
+
+
+def oom_in_backward(**kwargs: Any) -> OomInBackward:
+    return OomInBackward(num_classes=kwargs.get("num_classes", 10), img_size=kwargs.get("img_size", 8))
+
+
+def oom_in_backward_spec() -> ModelSpec:
+    return ModelSpec("oom-in-backward", "test", "mlp", 8, factory=oom_in_backward, fixed_size=True)

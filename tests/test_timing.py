@@ -24,7 +24,7 @@ class RampClock:
     def __init__(self, cold_s: float, hot_s: float, ramp_s: float) -> None:
         self.cold_s, self.hot_s, self.ramp_s, self.elapsed, self.chunks = cold_s, hot_s, ramp_s, 0.0, []
 
-    def run(self, fn, steps):
+    def run(self, fn, steps, between=None):
         times = []
         for _ in range(steps):
             step = self.cold_s if self.elapsed < self.ramp_s else self.hot_s
