@@ -143,15 +143,18 @@ def environment(device: Any = "cpu") -> dict[str, Any]:
     }
 
 
-def read_results(path: str | os.PathLike, required: Sequence[str] = ()) -> pd.DataFrame:
-    """Load a results CSV; refuse a malformed one with a message naming the file and the row."""
+def read_results(path: str | os.PathLike, required: Sequence[str] = (), as_text: bool = False) -> pd.DataFrame:
+    """Load a results CSV; refuse a malformed one with a message naming the file and the row.
+
+    `as_text` keeps every cell as the text in the file (blanks as ''), for rewriting rows unchanged.
+    """
     path = Path(path)
     if not path.exists():
         raise ResultsError(f"{path}: no such results file")
     if path.is_dir():
         raise ResultsError(f"{path}: is a folder, not a results file")
     try:
-        frame = pd.read_csv(path, keep_default_na=True)
+        frame = pd.read_csv(path, keep_default_na=not as_text, dtype=str if as_text else None)
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=list(required))
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -168,7 +171,8 @@ def append_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]],
 
     New columns are added to the file (old rows get blanks), so a newer suite can append to an older
     file. With `replace_keys`, old rows whose key equals a new row's key are dropped first (for
-    deterministic results such as counts, where a re-run supersedes). The whole file is rewritten
+    deterministic results such as counts, where a re-run supersedes). Old rows are rewritten as the text
+    they were (an integer column with blanks does not turn into floats). The whole file is rewritten
     into a temporary file beside it and renamed over the old one, so a run killed at any moment
     leaves either the old or the new file, never a torn one.
     """
@@ -181,7 +185,7 @@ def append_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]],
     except OSError as exc:
         raise ResultsError(f"{path}: cannot create folder ({exc.strerror})") from None
     if path.exists() and path.stat().st_size > 0:
-        old = read_results(path)
+        old = read_results(path, as_text=True)
         if replace_keys and all(c in old.columns for c in replace_keys):
             new_keys = {row_key(r, replace_keys) for r in new.to_dict("records")}
             stale = [row_key(r, replace_keys) in new_keys for r in old.to_dict("records")]

@@ -102,3 +102,10 @@ def test_environment_records_what_is_needed_to_repeat() -> None:
     assert set(results.ENVIRONMENT_COLUMNS) <= set(env)
     assert env["device"] == "cpu" and env["torch_version"] and env["timm_version"]
     assert env["suite_commit"]
+
+
+def test_append_rewrites_old_rows_as_they_were(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    results.append_rows(path, [{"model": "a", "block": 1, "x": 0.5}, {"model": "b", "block": "", "x": 2}])
+    results.append_rows(path, [{"model": "c", "block": 3, "x": 1e-7}])
+    assert path.read_text().splitlines() == ["model,block,x", "a,1,0.5", "b,,2.0", "c,3,1e-07"]
