@@ -235,8 +235,8 @@ def conv_filters(conv: nn.Conv2d) -> np.ndarray:
     return weight.transpose(0, 2, 3, 1).astype(np.float32)
 
 
-def position_embeddings(model: nn.Module) -> tuple[np.ndarray, tuple[int, int]]:
-    """The (S, D) position embeddings of the patch positions (prefix tokens left out) and their grid."""
+def position_embedding_parameter(model: nn.Module) -> tuple[nn.Parameter, int, tuple[int, int]]:
+    """The learned position embedding, where its patch positions start (after prefix tokens), and their grid."""
     pos = getattr(model, "pos_embed", None)
     if not isinstance(pos, nn.Parameter) or pos.ndim != 3:
         raise MissingLayer("no learned position embedding (pos_embed)")
@@ -247,12 +247,16 @@ def position_embeddings(model: nn.Module) -> tuple[np.ndarray, tuple[int, int]]:
     prefix = int(getattr(model, "num_prefix_tokens", 0))
     positions = pos.shape[1]
     if positions == rows * cols + prefix:
-        start = prefix
-    elif positions == rows * cols:
-        start = 0
-    else:
-        raise MissingLayer(f"pos_embed has {positions} positions for a {rows}×{cols} grid with {prefix} prefix tokens")
-    return _numpy(pos[0, start:]), (rows, cols)
+        return pos, prefix, (rows, cols)
+    if positions == rows * cols:
+        return pos, 0, (rows, cols)
+    raise MissingLayer(f"pos_embed has {positions} positions for a {rows}×{cols} grid with {prefix} prefix tokens")
+
+
+def position_embeddings(model: nn.Module) -> tuple[np.ndarray, tuple[int, int]]:
+    """The (S, D) position embeddings of the patch positions (prefix tokens left out) and their grid."""
+    pos, start, grid = position_embedding_parameter(model)
+    return _numpy(pos[0, start:]), grid
 
 
 def position_similarity(model: nn.Module) -> np.ndarray:

@@ -60,6 +60,15 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The manifest of `python -m suite.inspect`, in its --out folder (results/inspect/ by default): one row per
+#: model, weights and picture, the columns below among others. Rows are appended; when read, the last row of a
+#: (model, weights, kind, block) supersedes the earlier ones.
+INSPECT_MANIFEST = "inspect.csv"
+INSPECT_COLUMNS = ("model", "family", "weights", "weights_sha256", "kind", "block", "tile", "file", "locality",
+                   "locality_uniform")
+INSPECT_KEY = ("model", "weights", "kind", "block")
+
+
 #: What a throughput row's `status` may say (suite.sweep and suite.jobs write them; the report reads them):
 #: measured; out of memory; cuDNN cannot run it; a launch configuration CUDA refuses; compiled code that
 #: fell back to eager or recompiled while timed; another exception; the child process died.
