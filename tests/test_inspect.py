@@ -6,6 +6,7 @@ input gets one line and exit code 2."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import matplotlib.image
@@ -14,7 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from suite import features, inspect, learned
+from suite import features, inspect, learned, report
+from suite.report_learned import read_manifest
 from suite.zoo import build_conv_stem_mixer, build_model, get_spec
 from tests.test_learned import bump, grating
 
@@ -165,7 +167,7 @@ def test_random_weights_are_the_fewshot_harness_seeded_init_and_a_rerun_supersed
         assert inspect.main(["--models", models, "--weights", "random", "--out", str(out), "--no-progress"]) == 0
     raw = pd.read_csv(out / "inspect.csv")
     assert (raw["kind"] == "first-conv").sum() == 2
-    current = raw.drop_duplicates(["model", "weights", "kind", "block"], keep="last")
+    current = read_manifest(out / "inspect.csv")
     assert sorted(current["kind"]) == ["first-conv", "patch-embedding", "position-embedding"]
     assert current.loc[current["kind"] == "first-conv", "date"].iloc[0] == raw["date"].iloc[-1]
     _, arrays = picture(out, current[current["kind"] == "first-conv"].iloc[0])
@@ -202,6 +204,30 @@ def test_a_model_without_the_layer_says_so_in_one_line_and_the_others_go_on(tmp_
     assert err == ["test_resnet: position-embedding skipped: no learned position embedding (pos_embed)"]
     manifest = pd.read_csv(out / "inspect.csv")
     assert manifest[["model", "kind"]].values.tolist() == [["test_vit", "position-embedding"]]
+
+
+# --------------------------------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------------------------------
+
+def test_the_report_shows_the_pictures_side_by_side_with_their_checkpoint(run, tmp_path):
+    out, manifest = run
+    results = tmp_path / "results"
+    shutil.copytree(out, results / "inspect")
+    page = report.build_report(results, tmp_path / "report" / "index.html", progress=False)
+    html = (tmp_path / "report" / "index.html").read_text()
+    learned_section = next(s for s in page["sections"] if s.title == "What the models learned")
+    assert [f.slug for f in learned_section.figures] == [
+        "learned-locality", "learned-mixer-s-32-token-mixing-1", "learned-mixer-s-32-token-mixing-2",
+        "learned-mixer-s-32-token-mixing-3", "learned-mixer-s-32-patch-embedding"]
+    tag = manifest["weights"].iloc[0]
+    assert all(f"Checkpoint: {tag}" in f.caption for f in learned_section.figures[1:])
+    assert html.count("<figure id=\"figure-learned-") == 5 and "Locality of the token-mixing units by depth" in html
+    assert (tmp_path / "report" / "table-learned-locality.csv").is_file()
+    assert [s.title for s in page["sections"]][-2:] == ["What the models learned", "Environment and method"]
+    shutil.rmtree(results / "inspect")
+    page = report.build_report(results, tmp_path / "report" / "index.html", progress=False)
+    assert "What the models learned" not in [s.title for s in page["sections"]]
 
 
 # --------------------------------------------------------------------------------------------------
