@@ -245,7 +245,8 @@ def one_line_exit_2(capsys, *args: str) -> str:
 
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     out = ["--out", str(tmp_path / "o")]
-    assert "unknown model 'Mixer-Q/99'" in one_line_exit_2(capsys, "--models", "Mixer-Q/99", "--weights", "random", *out)
+    unknown = one_line_exit_2(capsys, "--models", "Mixer-Q/99", "--weights", "random", *out)
+    assert "unknown model 'Mixer-Q/99'" in unknown
     wrong = tmp_path / "resnet.pth"
     torch.save(build_model(get_spec("test_resnet")).state_dict(), wrong)
     assert "does not fit test_vit" in one_line_exit_2(capsys, "--models", "test_vit", "--weights", str(wrong), *out)
@@ -257,4 +258,18 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     blocker.write_text("")
     assert "cannot write" in one_line_exit_2(capsys, "--models", "test_vit", "--weights", "random",
                                              "--out", str(blocker / "inspect"))
-    assert not (tmp_path / "o").exists() or not (tmp_path / "o" / "inspect.csv").exists()
+    assert not (tmp_path / "o" / "inspect.csv").exists()
+
+
+def test_a_malformed_manifest_is_refused_naming_the_file_and_line(tmp_path, capsys):
+    manifest = tmp_path / "results" / "inspect" / "inspect.csv"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("model,family,weights,weights_sha256,kind,block,tile,file,locality,locality_uniform\n"
+                        "Mixer-B/16,mlp,random(seed=0),,locality,1,14×14,m/locality.png,0.5,5.35\n"
+                        "Mixer-B/16,mlp,random(seed=0),,locality,2,14×14,m/locality.png,wide,5.35\n")
+    with pytest.raises(SystemExit) as exit_info:
+        report.main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "r" / "index.html"),
+                     "--no-progress"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "inspect.csv: line 3: locality 'wide' is not a number" in err and "\n" not in err
