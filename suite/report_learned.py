@@ -68,18 +68,17 @@ def _labels(frame: pd.DataFrame) -> pd.Series:
 
 def locality_table(depth: pd.DataFrame) -> Table:
     """Model × block: the spread of the token-mixing units, and the spread of uniform weights on its grid."""
-    from suite.report import _fmt, make_table
+    from suite.report import make_table
 
     wide = depth.pivot_table(index=["label", "weights"], columns="block", values="locality", sort=False)
     wide.columns = [f"Block {int(b)}" for b in wide.columns]
     uniform = depth.groupby(["label", "weights"], sort=False)["locality_uniform"].first()
     frame = wide.reset_index().rename(columns={"label": "Model", "weights": "Checkpoint"})
     frame.insert(2, "Uniform", uniform.to_numpy())
-    formats = {c: (lambda v: _fmt(v, ".2f")) for c in frame.columns if c not in ("Model", "Checkpoint")}
     return make_table("learned-locality", "Locality of the token-mixing units by depth", (
         "Mean spread of each unit's |weight| mass around its centre, in patches: 0 when every unit looks at one "
         "token; the Uniform column is the spread of equal weights on every token of the model's grid. The paper "
-        "sees local units in the first blocks and global ones later."), frame, formats)
+        "sees local units in the first blocks and global ones later."), frame)
 
 
 def learned_sections(results_dir: Path) -> list[Section]:
