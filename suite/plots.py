@@ -295,3 +295,55 @@ def save_figure(fig: Figure, stem: Path, salt: str) -> tuple[str, list[Path]]:
     write_atomic(pdf_path, buffer.getvalue())
     return document, [pdf_path, svg_path]
 
+
+
+def picture(image: np.ndarray, title: str = "", note: str = "", max_width: float = 7.0) -> Figure:
+    """An image (H, W, 3 in [0, 1], or the pixels of a PNG) shown as it is: no axes, no resampling.
+
+    For the pictures of `python -m suite.inspect` (unit grids, similarity maps); vector backends
+    embed the pixels unresampled (interpolation 'none'), so the PDF and SVG keep every weight.
+    """
+    height, width = image.shape[:2]
+    inches = min(max_width, max(2.5, width / 110))
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(inches, inches * height / width + (0.45 if title else 0) + (0.5 if note else 0)),
+                     layout="constrained")
+        ax = fig.subplots()
+        ax.imshow(image, interpolation="none")
+        ax.set_axis_off()
+        if title:
+            ax.set_title(title, loc="left")
+        if note:
+            fig.text(0.01, 0.005, note, ha="left", va="bottom", fontsize=7, color="#555555", wrap=True)
+    return fig
+
+
+def locality_by_depth(frame: pd.DataFrame, title: str = "") -> Figure:
+    """Spread of the token-mixing units against block, one line per (model, weights), in the family colours.
+
+    Columns: label, family, block, locality, grid (e.g. '14×14') and locality_uniform; a dotted line
+    marks the spread of uniform weights on each grid (the global end of the scale; 0 is one token).
+    """
+    styles = ("-", "--", "-.", ":")
+    with matplotlib.rc_context(STYLE):
+        fig, (ax,) = _new_figure(6.4, 4.0)
+        for index, (label, rows) in enumerate(frame.groupby("label", sort=False)):
+            rows = rows.sort_values("block")
+            colour, marker, _ = family_style(rows["family"].iloc[0])
+            ax.plot(rows["block"], rows["locality"], color=colour, marker=marker, markersize=4, linewidth=1.3,
+                    linestyle=styles[index % len(styles)], label=str(label), markeredgecolor="white",
+                    markeredgewidth=0.4)
+        for grid, value in frame.groupby("grid", sort=False)["locality_uniform"].first().items():
+            ax.axhline(value, color="#999999", linewidth=0.9, linestyle=":", zorder=1)
+            ax.annotate(f"uniform over {grid} tokens", (1, value), xycoords=("axes fraction", "data"),
+                        xytext=(-2, 2), textcoords="offset points", ha="right", va="bottom", fontsize=7,
+                        color="#777777")
+        top = np.nanmax([frame["locality"].max(), frame["locality_uniform"].max()])
+        ax.set_ylim(0, 1.12 * top if np.isfinite(top) and top > 0 else 1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("Mixer block")
+        ax.set_ylabel("spread of token-mixing weights (patches)")
+        if title:
+            ax.set_title(title, loc="left")
+        ax.legend(loc="lower right", fontsize=7)
+    return fig

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from suite.cli import ArgumentParser, HelpFormatter, fail
+from suite.report_learned import learned_sections
 from suite.ranking import discordant_pairs, spearman
 from suite.results import ENVIRONMENT_COLUMNS, SCHEMAS, THROUGHPUT_STATUSES, ResultsError, part_files, read_table, write_atomic
 
@@ -817,6 +818,7 @@ def build_report(results_dir: Path, out: Path, progress: bool = True) -> dict[st
     results = load_results(results_dir)
     paper = load_paper()
     sections = build_sections(results, paper)
+    sections[-1:-1] = learned_sections(results_dir)  # before "Environment and method"; none without inspect.csv
     folder = out.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)

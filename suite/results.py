@@ -96,6 +96,11 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "infer_samples_per_sec", "infer_step_time", "infer_batch_size",
         "infer_img_size", "infer_gmacs", "param_count",
     ),
+    "inspect": (
+        "model", "family", "group", "timm_name", "weights", "weights_sha256", "arrays", "kind", "block", "layer",
+        "units", "tile", "file", "scale", "locality", "locality_uniform", "opposite_pairs",
+        *ENVIRONMENT_COLUMNS,
+    ),
     "fewshot": (
         "model", "family", "group", "timm_name", "weights", "weights_sha256", "img_size", "batch_size",
         "feature_precision", "feature_tf32", "world_size", "dataset", "shots", "seed", "n_train", "n_test",
@@ -104,6 +109,14 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         *ENVIRONMENT_COLUMNS,
     ),
 }
+
+
+#: The manifest of `python -m suite.inspect`, in its --out folder (results/inspect/ by default): one row per
+#: model, weights and picture. When read, the last row of a (model, weights, kind, block) supersedes the others.
+INSPECT_MANIFEST = "inspect.csv"
+INSPECT_COLUMNS = ("model", "family", "weights", "weights_sha256", "kind", "block", "tile", "file", "locality",
+                   "locality_uniform")
+INSPECT_KEY = ("model", "weights", "kind", "block")
 
 
 #: What a throughput row's `status` may say (suite.sweep and suite.jobs write them; the report reads them):
@@ -195,7 +208,8 @@ class ResultsWarning(UserWarning):
 
 #: Rows whose key repeats in a file supersede the earlier ones when read (deterministic results:
 #: a count made again replaces the old count); other harnesses keep every row.
-SUPERSEDE_KEYS: dict[str, tuple[str, ...]] = {"flops": ("model", "img_size", "mixer_rule", "num_classes")}
+SUPERSEDE_KEYS: dict[str, tuple[str, ...]] = {"flops": ("model", "img_size", "mixer_rule", "num_classes"),
+                                               "inspect": INSPECT_KEY}
 
 _LOCK_TIMEOUT_S = 600.0
 
