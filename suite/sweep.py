@@ -120,6 +120,7 @@ class ModelJob:
     prior: tuple[Mapping[str, Any], ...] = ()
     latency: bool = True
     peak: Peak | None = None
+    threads: int | None = None
 
 
 @dataclass
@@ -430,6 +431,8 @@ class _Sweep:
 
     def run(self) -> None:
         settings, job = self.settings, self.job
+        if job.threads is not None:
+            torch.set_num_threads(job.threads)  # CPU workers share the cores instead of fighting over them
         with device_session(settings) as tf32:
             self.tf32 = tf32
             self.env = environment(settings.device)

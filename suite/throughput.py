@@ -145,9 +145,10 @@ class _Shared:
 
 
 def _worker(device: torch.device, pending: queue.SimpleQueue, settings: Settings, shared: _Shared,
-            done: Mapping[tuple[str, ...], dict[str, Any]], runner: Any) -> None:
+            done: Mapping[tuple[str, ...], dict[str, Any]], runner: Any, threads: int | None = None) -> None:
     """One device's worker: take the next model from the queue, measure it in a child bound to this
-    device, until the queue is empty, the run is stopped, or this device's CUDA context is dead."""
+    device, until the queue is empty, the run is stopped, or this device's CUDA context is dead.
+    `threads`: the CPU threads of each child (CPU workers split the cores between them)."""
     settings = replace(settings, device=device)
     name = device_name(device)
     tf32 = settings.precision == "tf32" and device.type == "cuda"
@@ -158,6 +159,8 @@ def _worker(device: torch.device, pending: queue.SimpleQueue, settings: Settings
         except queue.Empty:
             return
         job, reused = plan_job(spec, settings, done, name, peak)
+        if job is not None and threads is not None:
+            job = replace(job, threads=threads)
         with shared.lock:
             shared.report.reused.extend(reused)
         if job is None:
@@ -220,7 +223,10 @@ def run(specs: list[ModelSpec], settings: Settings, out: Path, *, devices: Seque
         if len(devices) == 1:
             _worker(devices[0], pending, settings, shared, done, runners[0])
         else:
-            threads = [threading.Thread(target=_worker, args=(d, pending, settings, shared, done, r),
+            cpu_workers = sum(d.type == "cpu" for d in devices)
+            share = max(1, torch.get_num_threads() // cpu_workers) if cpu_workers else None
+            threads = [threading.Thread(target=_worker,
+                                        args=(d, pending, settings, shared, done, r, share if d.type == "cpu" else None),
                                         name=f"suite-worker-{d}", daemon=True) for d, r in zip(devices, runners)]
             for thread in threads:
                 thread.start()

@@ -41,6 +41,9 @@ def test_two_cpu_workers_give_the_same_rows_as_one(tmp_path: Path, capsys) -> No
     assert len(second) == len(first) == 4 * 3
     assert sorted(map(tuple, first[KEY].values.tolist())) == sorted(map(tuple, second[KEY].values.tolist()))
     assert set(second["status"]) == {"ok"} and not second.duplicated(KEY).any()
+    import torch
+
+    assert set(second["threads"]) == {max(1, torch.get_num_threads() // 2)}  # the cores are split, not fought over
     out = capsys.readouterr().out
     assert "cpu, cpu fp32" in out and out.count("test_convnext") == 2  # one summary per run, every model in it
     assert tp.main([*args, "--devices", "cpu,cpu", "--out", str(two), "--resume"], instruments=fakes.instruments()) == 0
