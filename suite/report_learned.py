@@ -15,7 +15,8 @@ import pandas as pd
 from suite.results import INSPECT_COLUMNS, INSPECT_KEY, INSPECT_MANIFEST, ResultsError, read_table
 
 if TYPE_CHECKING:
-    from suite.report import FigureBlock, Section, Table
+    from suite.sections import FigureBlock, Section
+    from suite.tables import Table
 
 #: Where the manifest sits under the report's --results folder (python -m suite.inspect's default --out).
 MANIFEST = Path("inspect") / INSPECT_MANIFEST
@@ -68,7 +69,7 @@ def _labels(frame: pd.DataFrame) -> pd.Series:
 
 def locality_table(depth: pd.DataFrame) -> Table:
     """Model × block: the spread of the token-mixing units, and the spread of uniform weights on its grid."""
-    from suite.report import make_table
+    from suite.tables import make_table
 
     wide = depth.pivot_table(index=["label", "weights"], columns="block", values="locality", sort=False)
     wide.columns = [f"Block {int(b)}" for b in wide.columns]
@@ -84,7 +85,7 @@ def locality_table(depth: pd.DataFrame) -> Table:
 def learned_sections(results_dir: Path) -> list[Section]:
     """The section, when `results_dir/inspect/inspect.csv` exists and has rows; else none."""
     from suite import plots
-    from suite.report import FigureBlock, Section
+    from suite.sections import FigureBlock, Section
 
     path = Path(results_dir) / MANIFEST
     if not path.exists():
@@ -120,7 +121,8 @@ def _picture_block(row: pd.Series, folder: Path) -> FigureBlock | None:
     import matplotlib.image
 
     from suite import plots
-    from suite.report import FigureBlock, slugify
+    from suite.sections import FigureBlock
+    from suite.tables import slugify
 
     png = folder / row["file"]
     if not png.is_file():

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from suite.cli import error_line
@@ -124,6 +125,14 @@ INSPECT_KEY = ("model", "weights", "kind", "block")
 #: fell back to eager or recompiled while timed; another exception; the child process died.
 THROUGHPUT_STATUSES = ("ok", "oom", "unsupported", "invalid_config", "compile_fallback", "compile_recompiled",
                        "error", "crashed")
+
+
+#: results file kind -> the command that produces it.
+COMMANDS = {
+    "flops": "python -m suite.flops --models all",
+    "throughput": "python -m suite.throughput --models all",
+    "fewshot": "python -m suite.fewshot --shots 5",
+}
 
 
 class ResultsError(ValueError):
@@ -497,3 +506,107 @@ def _key_str(value: Any) -> str:
     if number.is_integer() and text.strip().lstrip("-").replace(".", "", 1).isdigit():
         return str(int(number))
     return text
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading and validating whole results folders (the report's input)
+# --------------------------------------------------------------------------------------------------
+
+#: Numeric columns checked in each file: (column, must it be filled in).
+#: For throughput, images_per_sec must be filled in on rows whose status is ok.
+NUMERIC_COLUMNS: dict[str, tuple[tuple[str, bool], ...]] = {
+    "flops": (("img_size", True), ("num_classes", False), ("params", True), ("params_no_head", True),
+              ("params_stem", False), ("params_blocks", False), ("params_head", False),
+              ("params_other", False), ("macs", True), ("gmacs", True)),
+    "throughput": (("img_size", True), ("batch_size", True), ("step_time_median_ms", False),
+                   ("step_time_p10_ms", False), ("step_time_p90_ms", False), ("images_per_sec", False),
+                   ("peak_memory_mb", False), ("macs_per_image", False), ("achieved_tflops", False),
+                   ("peak_tflops", False), ("mfu", False)),
+    "fewshot": (("img_size", False), ("shots", True), ("seed", True), ("l2", False), ("accuracy", True),
+                ("n_train", False), ("n_test", False), ("feature_dim", False)),
+}
+
+
+def _where(path: Path, frame: pd.DataFrame, index: Any) -> str:
+    line = int(frame.index.get_loc(index)) + 2  # line 1 is the header
+    model = frame.at[index, "model"]
+    named = f" (model {model!r})" if isinstance(model, str) and model else ""
+    return f"{path}: line {line}{named}"
+
+
+def _show(value: Any) -> str:
+    """A value as a reader wrote it: 1.5 rather than np.float64(1.5)."""
+    return f"{float(value):g}" if isinstance(value, (int, float, np.number)) else repr(value)
+
+
+def validate(kind: str, frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Check the values, not just the columns; return the frame with numeric columns as numbers.
+
+    Raises ResultsError naming the file, the line and the model of the first bad value.
+    """
+    frame = frame.reset_index(drop=True).copy()
+    blank_model = frame["model"].isna() | (frame["model"].astype(str).str.strip() == "")
+    if blank_model.any():
+        raise ResultsError(f"{_where(path, frame, blank_model.idxmax())}: the model column is empty")
+    frame["model"] = frame["model"].astype(str)
+    if "family" in frame:
+        frame["family"] = frame["family"].fillna("").astype(str)
+    for column, required in NUMERIC_COLUMNS[kind]:
+        raw = frame[column]
+        numbers = pd.to_numeric(raw, errors="coerce")
+        bad = raw.notna() & numbers.isna()
+        if bad.any():
+            index = bad.idxmax()
+            raise ResultsError(f"{_where(path, frame, index)}: {column} {raw[index]!r} is not a number")
+        infinite = np.isinf(numbers.astype(float))
+        if infinite.any():
+            raise ResultsError(f"{_where(path, frame, infinite.idxmax())}: {column} is infinite")
+        if required and numbers.isna().any():
+            raise ResultsError(f"{_where(path, frame, numbers.isna().idxmax())}: {column} is empty")
+        frame[column] = numbers
+    if kind == "throughput":
+        status = frame["status"].fillna("").astype(str).str.strip().str.lower()
+        unknown = ~status.isin(THROUGHPUT_STATUSES)
+        if unknown.any():
+            index = unknown.idxmax()
+            raise ResultsError(f"{_where(path, frame, index)}: status {frame.at[index, 'status']!r} "
+                               f"is not one of {', '.join(THROUGHPUT_STATUSES)}")
+        frame["status"] = status
+        ok = status == "ok"
+        missing = ok & frame["images_per_sec"].isna()
+        if missing.any():
+            raise ResultsError(f"{_where(path, frame, missing.idxmax())}: images_per_sec is empty on an ok row")
+        not_positive = ok & (frame["images_per_sec"] <= 0)
+        if not_positive.any():
+            index = not_positive.idxmax()
+            raise ResultsError(f"{_where(path, frame, index)}: images_per_sec {_show(frame.at[index, 'images_per_sec'])} "
+                               "is not positive")
+        for column in ("device_name", "precision"):
+            frame[column] = frame[column].fillna("unknown").astype(str)
+    if kind == "fewshot":
+        outside = (frame["accuracy"] < 0) | (frame["accuracy"] > 1)
+        if outside.any():
+            index = outside.idxmax()
+            raise ResultsError(f"{_where(path, frame, index)}: accuracy {_show(frame.at[index, 'accuracy'])} "
+                               "is outside [0, 1]")
+        for column in ("weights", "dataset", "l2_rule"):
+            frame[column] = frame[column].fillna("").astype(str)
+    for column in ("batch_size", "shots", "img_size"):
+        if column in frame and (frame[column] <= 0).any():
+            index = (frame[column] <= 0).idxmax()
+            raise ResultsError(f"{_where(path, frame, index)}: {column} {_show(frame.at[index, column])} is not positive")
+    return frame
+
+
+def load_results(results_dir: Path) -> dict[str, pd.DataFrame | None]:
+    """Each results file that exists, validated; None for those that do not (or have no rows)."""
+    loaded: dict[str, pd.DataFrame | None] = {}
+    for kind, columns in SCHEMAS.items():
+        path = results_dir / f"{kind}.csv"
+        if not path.exists() and not part_files(path):
+            loaded[kind] = None
+            continue
+        frame = read_table(path, required=tuple(columns) + ENVIRONMENT_COLUMNS, kind=kind)
+        loaded[kind] = validate(kind, frame, path) if len(frame) else None
+    return loaded
+

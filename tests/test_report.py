@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from suite import report
+from suite import report, tables
 from suite.results import ENVIRONMENT_COLUMNS, SCHEMAS
 
 FAMILY = {"Mixer-B/16": "mlp", "Mixer-S/32": "mlp", "ViT-B/16": "attention", "BiT-R50x1": "conv",
@@ -208,21 +208,21 @@ def test_table3_lists_the_flip_and_the_rank_correlation(full_report):
 def test_rank_agreement_counts_flips_and_correlation():
     both = pd.DataFrame({"model": ["a", "b", "c", "d"], "img_size": 224, "family": "mlp",
                          "ours": [4.0, 3.0, 2.0, 1.0], "paper": [40.0, 10.0, 30.0, 5.0]})
-    result = report.rank_agreement(both)
+    result = tables.rank_agreement(both)
     assert result["n"] == 4
     assert result["rho"] == pytest.approx(0.8)
     assert [(r["faster here"], r["slower here"]) for _, r in result["flips"].iterrows()] == [("b", "c")]
 
 
 def test_numbers_keep_the_digits_that_matter():
-    assert [report._rate(v) for v in (12345.6, 123.44, 0.1234, float("nan"))] == ["12,346", "123.4", "0.123", "–"]
-    assert [report._ratio(v) for v in (1.163, 0.0442, 7.88e-5)] == ["1.16", "0.0442", "1/12,700"]
+    assert [tables.rate(v) for v in (12345.6, 123.44, 0.1234, float("nan"))] == ["12,346", "123.4", "0.123", "–"]
+    assert [tables.ratio(v) for v in (1.163, 0.0442, 7.88e-5)] == ["1.16", "0.0442", "1/12,700"]
 
 
 def test_rank_agreement_needs_three_models():
     both = pd.DataFrame({"model": ["a", "b"], "img_size": 224, "family": "mlp", "ours": [2.0, 1.0],
                          "paper": [1.0, 2.0]})
-    result = report.rank_agreement(both)
+    result = tables.rank_agreement(both)
     assert result["rho"] != result["rho"]  # NaN
     assert len(result["flips"]) == 1
 
