@@ -6,6 +6,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
@@ -141,6 +142,19 @@ def resolve_devices(text: str) -> list["torch.device"]:
             raise UsageError(f"--devices names {device} twice: two models would share one GPU")
         devices.append(device)
     return devices
+
+
+def output_file(text: str | Path, default_name: str) -> Path:
+    """`--out`, the same way in every command that writes one file: a path with the file's suffix
+    (`.csv`, `.html`) is that file; anything else is a folder, which gets `default_name`."""
+    path = Path(text)
+    return path if path.suffix.lower() == Path(default_name).suffix.lower() else path / default_name
+
+
+def out_help(default_name: str, what: str) -> str:
+    """The --out help text of a one-file command, stating the shared convention."""
+    return (f"the {what} to write: a path ending in {Path(default_name).suffix} is the file, anything else a folder "
+            f"(then FOLDER/{default_name})")
 
 
 def add_models_argument(parser: argparse.ArgumentParser, default: str = "all") -> None:

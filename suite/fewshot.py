@@ -21,8 +21,8 @@ import pandas as pd
 import torch
 
 from suite import probe
-from suite.cli import (ArgumentParser, HelpFormatter, UsageError, fail, non_negative_int_list, positive_float,
-                       positive_int, positive_int_list, resolve_device)
+from suite.cli import (ArgumentParser, HelpFormatter, UsageError, fail, non_negative_int_list, out_help, output_file,
+                       positive_float, positive_int, positive_int_list, resolve_device)
 from suite.data import DataError, Dataset, check_shots, load_dataset, parse_datasets
 from suite.features import FeatureSource, Ranks, Weights, WeightsError, default_cache_dir, parse_weights
 from suite.launch import add_launcher_arguments, check_launcher_arguments, launch, report_launch
@@ -173,7 +173,7 @@ def build_parser() -> ArgumentParser:
                         help="data-loading worker processes (0: in the main process)")
     parser.add_argument("--data-dir", default="data", help="where datasets live or are downloaded")
     parser.add_argument("--cache-dir", default=str(default_cache_dir()), help="feature cache folder")
-    parser.add_argument("--out", default="results/fewshot.csv", help="results file (rows are appended)")
+    parser.add_argument("--out", default="results/fewshot.csv", help=out_help("fewshot.csv", "results file (rows are appended)"))
     parser.add_argument("--resume", action="store_true",
                         help="skip (model, weights, dataset, shots, seed, l2 rule) rows already in --out and its parts")
     add_launcher_arguments(parser)
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_launcher_arguments(args)
         specs = default_models() if args.models == "pretrained" else resolve_models(args.models)
-        out = Path(args.out)
+        out = output_file(args.out, "fewshot.csv")
         ensure_writable(out)
         if args.launcher != "none":
             names = [spec.name for spec in specs]

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
 from suite.cli import (ArgumentParser, HelpFormatter, UsageError, add_models_argument, error_line, fail,
-                       positive_int_list)
+                       out_help, output_file, positive_int_list)
 from suite.counting import count_row, summarize_disagreements
 from suite.launch import add_launcher_arguments, check_launcher_arguments, launch, report_launch
 from suite.results import (SUPERSEDE_KEYS, ResultsError, append_rows, done_rows, ensure_writable, environment,
@@ -23,12 +22,6 @@ from suite.results import (SUPERSEDE_KEYS, ResultsError, append_rows, done_rows,
 from suite.zoo import MIXER_RULES, UnknownModelError, mixer_rule_used, resolve_models
 
 PROG = "python -m suite.flops"
-
-
-def output_path(out: str) -> Path:
-    """`--out` may name a CSV file or a folder (then `flops.csv` inside it)."""
-    path = Path(out)
-    return path if path.suffix.lower() == ".csv" else path / "flops.csv"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="classifier outputs (one value) used for total parameters and MACs")
     parser.add_argument("--no-cross-check", dest="cross_check", action="store_false",
                         help="skip the FlopCounterMode cross-check")
-    parser.add_argument("--out", default="results", help="output CSV file, or folder for flops.csv")
+    parser.add_argument("--out", default="results/flops.csv", help=out_help("flops.csv", "results file (rows are appended)"))
     parser.add_argument("--resume", action="store_true",
                         help="count only what --out (and its part files) lacks: (model, image size, mixer rule, classes)")
     add_launcher_arguments(parser)
@@ -68,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         fail(PROG, str(exc))
     if len(args.num_classes) != 1:
         fail(PROG, "--num-classes takes one value")
-    out = output_path(args.out)
+    out = output_file(args.out, "flops.csv")
     try:
         ensure_writable(out)
         done = done_rows(out, SUPERSEDE_KEYS["flops"]) if args.resume else {}
@@ -100,14 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"nothing left to count: {out} has every row asked for")
         return 0
-    print_summary(rows)
+    print(summary(rows))
     for line in summarize_disagreements(rows):
         print(f"cross-check: {line}")
     print(f"\nwrote {len(rows)} row(s) to {target}")
     return 0
 
 
-def print_summary(rows: list[dict]) -> None:
+def summary(rows: list[dict]) -> str:
     """The table a user reads: parameters in millions, GMACs, and how the count was cross-checked."""
     frame = pd.DataFrame(rows)
     table = pd.DataFrame({
@@ -121,7 +114,7 @@ def print_summary(rows: list[dict]) -> None:
         "torch counter": frame["flop_counter_rel_diff"].map(
             lambda v: "agrees" if v == 0 else ("" if v == "" else f"{v:+.2%}")),
     })
-    print(table.to_string(index=False))
+    return table.to_string(index=False)
 
 
 if __name__ == "__main__":

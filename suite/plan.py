@@ -13,7 +13,7 @@ cost per model (its child process, build, count) and per batch (the first, tuned
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from suite.settings import Settings
 from suite.sweep import SweepState, stop_reason
@@ -59,6 +59,7 @@ class ModelPlan:
     """One model's estimated part of the run."""
 
     model: str
+    img_size: int
     macs_per_image: int | None
     batches: tuple[int, ...]
     stop: str
@@ -95,14 +96,17 @@ def estimate_model(spec: ModelSpec, macs: int | None, settings: Settings, device
         stop = stop_reason(state, next_batch, settings, remaining())
         if stop:
             break
-    return ModelPlan(spec.name, macs, tuple(measured), stop, elapsed)
+    return ModelPlan(spec.name, settings.model_img_size(spec.img_size), macs, tuple(measured), stop, elapsed)
 
 
-def estimate_run(specs: Sequence[ModelSpec], settings: Settings, device: DeviceModel,
+def estimate_run(pairs: Sequence[tuple[ModelSpec, int | None]], settings: Settings, device: DeviceModel,
                  count_macs: Callable[[ModelSpec, int, str], int | None], peak_s: float) -> tuple[list[ModelPlan], float]:
-    """Every model's plan and the run's total seconds (the peak measurement included)."""
-    plans = [estimate_model(spec, count_macs(spec, settings.model_img_size(spec.img_size), settings.mixer_rule),
-                            settings, device) for spec in specs]
+    """Every (model, image side)'s plan and the run's total seconds (the peak measurement included)."""
+    plans = []
+    for spec, side in pairs:
+        at = replace(settings, img_size=side) if side is not None else settings
+        plans.append(estimate_model(spec, count_macs(spec, at.model_img_size(spec.img_size), at.mixer_rule), at,
+                                    device))
     return plans, peak_s + sum(p.seconds for p in plans)
 
 

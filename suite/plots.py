@@ -9,8 +9,11 @@ hybrids their own teal. Markers differ too, so the figures survive grey-scale pr
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
 
 import matplotlib
 
@@ -58,6 +61,22 @@ def family_style(family: str) -> tuple[str, str, str]:
     return FAMILY_STYLE.get(str(family), OTHER_STYLE)
 
 
+#: The id prefix of an artist whose SVG group gets a hover title (made unique per figure on save).
+_HOVER_ID = "suite-hover-"
+
+
+def _hover(fig: Figure, artist: Any, text: str) -> None:
+    """Give `artist` a tooltip: an SVG <title> inside its group, which browsers show on hover (no script)."""
+    titles = fig.__dict__.setdefault("_suite_titles", {})
+    gid = f"{_HOVER_ID}{len(titles)}"
+    artist.set_gid(gid)
+    titles[gid] = text
+
+
+def _number(value: float) -> str:
+    return f"{value:,.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+
+
 def _new_figure(width: float = 6.4, height: float = 4.2, panels: int = 1) -> tuple[Figure, list]:
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(width, height), layout="constrained")
@@ -102,31 +121,72 @@ def _percent_axis(axis) -> None:
 
 
 def throughput_vs_batch(frame: pd.DataFrame, title: str = "") -> Figure:
-    """Images/sec against batch size, one line per model (columns model, family, batch_size, images_per_sec)."""
+    """Images/sec against batch size, one panel per family and one line per model, each panel with
+    a legend of its own (columns model, family, batch_size, images_per_sec). A whole lineup on one
+    set of axes has a legend of thirty entries that nobody can match to thirty lines."""
+    families = sorted(frame["family"].astype(str).unique(),
+                      key=lambda f: list(FAMILY_STYLE).index(f) if f in FAMILY_STYLE else 99)
+    shades = ("-", "--", "-.", ":")
+    with matplotlib.rc_context(STYLE):
+        columns = min(2, len(families)) or 1
+        rows_of_panels = -(-len(families) // columns) or 1
+        fig = Figure(figsize=(6.4 if columns == 1 else 10.0, 3.3 * rows_of_panels + 0.3), layout="constrained")
+        grid = fig.subplots(rows_of_panels, columns, squeeze=False, sharey=True)
+        axes = [ax for row in grid for ax in row]
+        for ax in axes[len(families):]:
+            ax.set_visible(False)
+        for ax, family in zip(axes, families):
+            part = frame[frame["family"].astype(str) == family]
+            colour, marker, family_label = family_style(family)
+            order = part.groupby("model")["images_per_sec"].max().sort_values(ascending=False).index
+            for index, name in enumerate(order):
+                rows = part[part["model"] == name].sort_values("batch_size")
+                (line,) = ax.plot(rows["batch_size"], rows["images_per_sec"], color=colour, marker=marker,
+                                  markersize=4, linewidth=1.2, alpha=0.55 + 0.45 * (index % 2),
+                                  linestyle=shades[(index // 2) % len(shades)], label=str(name),
+                                  markeredgecolor="white", markeredgewidth=0.4)
+                for b, ips in zip(rows["batch_size"], rows["images_per_sec"]):
+                    dot = ax.scatter([b], [ips], s=16, color=colour, alpha=0.0, zorder=4)
+                    _hover(fig, dot, f"{name}: {_number(ips)} images/s at batch {int(b)}")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            _log_axis(ax.yaxis)
+            ax.set_title(family_label, loc="left")
+            ax.set_xlabel("batch size")
+            ax.set_ylabel("images / sec")
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, handlelength=2.2, borderaxespad=0)
+        if title:
+            fig.suptitle(title, x=0.01, ha="left", fontsize=10)
+    return fig
+
+
+def scaling(frame: pd.DataFrame, y: str, y_label: str, title: str = "") -> Figure:
+    """`y` against image side, log-log, one line per curve (columns curve, family, img_size, y), to read
+    how cost grows with resolution: Mixer under both token-mixing rules, ViT, BiT."""
+    styles = ("-", "--", "-.", ":")
     with matplotlib.rc_context(STYLE):
         fig, (ax,) = _new_figure(6.4, 4.2)
-        models = frame.groupby("model", sort=False)
-        order = (frame.groupby("model")["images_per_sec"].max().sort_values(ascending=False).index)
-        handles = []
-        for name in order:
-            rows = models.get_group(name).sort_values("batch_size")
+        for index, (curve, rows) in enumerate(frame.dropna(subset=[y]).groupby("curve", sort=False)):
+            rows = rows.sort_values("img_size")
             colour, marker, _ = family_style(rows["family"].iloc[0])
-            (line,) = ax.plot(rows["batch_size"], rows["images_per_sec"], color=colour, marker=marker,
-                              markersize=4, linewidth=1.3, alpha=0.9, label=str(name),
-                              markeredgecolor="white", markeredgewidth=0.4)
-            handles.append(line)
-        ax.set_xscale("log", base=2)
+            ax.plot(rows["img_size"], rows[y], color=colour, marker=marker, markersize=4, linewidth=1.3,
+                    linestyle=styles[index % len(styles)], label=str(curve), markeredgecolor="white",
+                    markeredgewidth=0.4)
+            for side, value in zip(rows["img_size"], rows[y]):
+                dot = ax.scatter([side], [value], s=16, color=colour, alpha=0.0, zorder=4)
+                _hover(fig, dot, f"{curve} at {int(side)} px: {y_label} {_number(value)}")
+        ax.set_xscale("log")
         ax.set_yscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
         _log_axis(ax.yaxis)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("images / sec")
+        ax.set_xlabel("image side (pixels)")
+        ax.set_ylabel(y_label)
         if title:
             ax.set_title(title, loc="left")
-        ncol = 1 if len(handles) <= 16 else 2
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=ncol, fontsize=7,
-                  handlelength=1.6, borderaxespad=0)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, handlelength=2.2, borderaxespad=0)
     return fig
 
 
@@ -145,7 +205,7 @@ def scatter_frontier(frame: pd.DataFrame, x: str, y: str, *, x_label: str, y_lab
         fig, axes = _new_figure(*(size or (width, 4.4)), panels=len(groups))
         jobs = []
         for ax, (key, rows) in zip(axes, groups):
-            jobs.append(_scatter_panel(ax, rows, x, y, x_sense, y_sense, label))
+            jobs.append(_scatter_panel(ax, rows, x, y, x_sense, y_sense, label, x_label, y_label, percent_y))
             ax.set_xlabel(x_label)
             if log_x:
                 ax.set_xscale("log")
@@ -169,11 +229,15 @@ def scatter_frontier(frame: pd.DataFrame, x: str, y: str, *, x_label: str, y_lab
 
 
 def _scatter_panel(ax, rows: pd.DataFrame, x: str, y: str, x_sense: Sense | None, y_sense: Sense | None,
-                   label: str) -> None:
+                   label: str, x_label: str = "", y_label: str = "", percent_y: bool = False) -> None:
     rows = rows.dropna(subset=[x, y])
-    for family, part in rows.groupby("family", sort=False):
-        colour, marker, _ = family_style(family)
-        ax.scatter(part[x], part[y], color=colour, marker=marker, s=42, edgecolor="white", linewidth=0.6, zorder=3)
+    fig = ax.get_figure()
+    for _, row in rows.iterrows():
+        colour, marker, _ = family_style(row["family"])
+        point = ax.scatter([row[x]], [row[y]], color=colour, marker=marker, s=42, edgecolor="white", linewidth=0.6,
+                           zorder=3)
+        shown_y = f"{100 * row[y]:.1f}%" if percent_y else _number(row[y])
+        _hover(fig, point, f"{row[label]}: {x_label or x} {_number(row[x])}, {y_label or y} {shown_y}")
     if x_sense is not None and y_sense is not None and len(rows):
         mask = pareto_mask(rows[x], rows[y], x_sense=x_sense, y_sense=y_sense)
         front = rows[mask].sort_values(x)
@@ -240,7 +304,7 @@ def ours_vs_paper(frame: pd.DataFrame, ours_label: str, title: str = "") -> Figu
     """Our best images/sec against the paper's TPU-v3 images/sec/core, log-log, one point per model."""
     with matplotlib.rc_context(STYLE):
         fig, (ax,) = _new_figure(6.0, 4.4)
-        job = _scatter_panel(ax, frame, "paper", "ours", None, None, "label")
+        job = _scatter_panel(ax, frame, "paper", "ours", None, None, "label", "paper images/s/core", ours_label)
         ax.set_xscale("log")
         ax.set_yscale("log")
         _log_axis(ax.xaxis)
@@ -265,11 +329,20 @@ def ours_vs_paper(frame: pd.DataFrame, ours_label: str, title: str = "") -> Figu
 
 
 def svg_document(fig: Figure, salt: str) -> str:
-    """The figure as a standalone SVG file's text; `salt` makes its element ids unique to it."""
+    """The figure as a standalone SVG file's text; `salt` makes its element ids unique to it. Every
+    artist given a hover text gets an SVG <title> in its group: a browser shows it on hover."""
     buffer = io.StringIO()
     with matplotlib.rc_context({**STYLE, "svg.hashsalt": salt}):
         fig.savefig(buffer, format="svg", metadata={"Date": None})
-    return buffer.getvalue()
+    document = buffer.getvalue()
+    titles = fig.__dict__.get("_suite_titles", {})
+    prefix = re.sub(r"[^A-Za-z0-9_-]", "-", salt)
+
+    def titled(match: re.Match) -> str:
+        gid = match.group(1)
+        return f'<g id="{prefix}-{gid}"><title>{escape(titles.get(gid, ""))}</title>'
+
+    return re.sub(rf'<g id="({_HOVER_ID}\d+)">', titled, document)
 
 
 def inline_svg(document: str) -> str:
@@ -333,6 +406,9 @@ def locality_by_depth(frame: pd.DataFrame, title: str = "") -> Figure:
             ax.plot(rows["block"], rows["locality"], color=colour, marker=marker, markersize=4, linewidth=1.3,
                     linestyle=styles[index % len(styles)], label=str(label), markeredgecolor="white",
                     markeredgewidth=0.4)
+            for block, value in zip(rows["block"], rows["locality"]):
+                dot = ax.scatter([block], [value], s=16, color=colour, alpha=0.0, zorder=4)
+                _hover(fig, dot, f"{label}, block {int(block)}: spread {value:.2f} patches")
         for grid, value in frame.groupby("grid", sort=False)["locality_uniform"].first().items():
             ax.axhline(value, color="#999999", linewidth=0.9, linestyle=":", zorder=1)
             ax.annotate(f"uniform over {grid} tokens", (1, value), xycoords=("axes fraction", "data"),

@@ -20,7 +20,7 @@ from typing import Any
 
 import jinja2
 
-from suite.cli import ArgumentParser, HelpFormatter, fail
+from suite.cli import ArgumentParser, HelpFormatter, fail, out_help, output_file
 from suite.report_learned import learned_sections
 from suite.results import COMMANDS, ResultsError, load_results, write_atomic
 from suite.sections import ENABLES, Section, build_sections
@@ -97,7 +97,7 @@ def _palette() -> list[tuple[str, str]]:
     return [(label, colour) for colour, _, label in FAMILY_STYLE.values()]
 
 
-def _summary(report: dict[str, Any]) -> str:
+def summary(report: dict[str, Any]) -> str:
     sections = report["sections"]
     tables = sum(len(s.tables) for s in sections)
     figures = sum(len(s.figures) for s in sections)
@@ -119,20 +119,21 @@ def main(argv: list[str] | None = None) -> int:
         "Results files (each optional): flops.csv, throughput.csv, fewshot.csv in --results."),
         epilog="examples:\n  python -m suite.report\n  python -m suite.report --results gpu-results --out reports/h100/index.html")
     parser.add_argument("--results", type=Path, default=Path("results"), help="folder holding the results CSVs")
-    parser.add_argument("--out", type=Path, default=Path("reports/index.html"), help="the HTML page to write")
+    parser.add_argument("--out", default="reports/index.html", help=out_help("index.html", "HTML page"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.results.exists() and not args.results.is_dir():
         fail(PROG, f"{args.results}: not a folder (--results takes the folder holding the CSVs)")
-    if args.out.exists() and args.out.is_dir():
-        fail(PROG, f"{args.out}: is a folder; --out takes the HTML file to write, e.g. {args.out / 'index.html'}")
+    args.out = output_file(args.out, "index.html")
+    if args.out.is_dir():
+        fail(PROG, f"{args.out}: is a folder; --out takes the HTML page to write, or a folder for index.html")
     try:
         report = build_report(args.results, args.out, progress=not args.no_progress)
     except ResultsError as exc:
         fail(PROG, str(exc))
     except OSError as exc:
         fail(PROG, f"{exc.filename or args.out}: cannot write ({exc.strerror})")
-    print(_summary(report))
+    print(summary(report))
     return 0
 
 

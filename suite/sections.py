@@ -13,9 +13,11 @@ from typing import Any
 import pandas as pd
 
 from suite.results import COMMANDS, ENVIRONMENT_COLUMNS
-from suite.tables import (M, Table, best_throughput, compare_with_paper, cost_table, counting_table, fewshot_points,
-                          fewshot_tables, flips_table, join, label, rank_agreement, rule_for_plots, slugify,
-                          make_table, sweep_rows, table1, table3_comparison)
+from suite.tables import (M, Table, best_throughput, compare_with_paper, cost_table, counting_table, devices_table,
+                          fewshot_points, fewshot_tables, flips_table, frontier_differences, join, label, make_table,
+                          paper_points_with_ours, pretraining_table, rank_agreement, rule_for_plots, scaling_curves,
+                          scaling_slopes, scaling_table, slugify, sweep_rows, table1, table3_comparison,
+                          timm_reference_table)
 
 
 #: results file kind -> what the page loses without it.
@@ -91,8 +93,18 @@ def build_sections(results: dict[str, pd.DataFrame | None], paper: dict[str, pd.
 
     points = fewshot_points(fewshot) if fewshot is not None else None
     if throughput is not None:
-        for (device_name, precision), rows in sweep_rows(throughput).groupby(["device_name", "precision"], sort=True):
-            sections.append(device_section(device_name, precision, rows, flops, points, paper))
+        sweeps = sweep_rows(throughput)
+        latency = bench_rows(throughput, "latency")
+        for (device_name, precision), rows in sweeps.groupby(["device_name", "precision"], sort=True):
+            rows_latency = latency[(latency["device_name"] == device_name) & (latency["precision"] == precision)]
+            sections.append(device_section(device_name, precision, rows, flops, points, paper, rows_latency))
+        across = devices_table(sweeps)
+        if across is not None:
+            sections.append(Section("devices", "Across devices and precisions", tables=[across]))
+        sections.extend(pretraining_sections(throughput, paper))
+    scaling = scaling_section(sweep_rows(throughput) if throughput is not None else None, flops)
+    if scaling is not None:
+        sections.append(scaling)
 
     if points is not None:
         sections.append(fewshot_section(points, flops, throughput))
@@ -128,8 +140,10 @@ def build_sections(results: dict[str, pd.DataFrame | None], paper: dict[str, pd.
 
 
 def device_section(device_name: str, precision: str, rows: pd.DataFrame, flops: pd.DataFrame | None,
-                   points: pd.DataFrame | None, paper: dict[str, pd.DataFrame]) -> Section:
-    """Everything measured on one device at one precision: cost table, Table 3, figures."""
+                   points: pd.DataFrame | None, paper: dict[str, pd.DataFrame],
+                   latency: pd.DataFrame | None = None) -> Section:
+    """Everything measured on one device at one precision: cost table, Table 3, timm's figures beside
+    ours, the paper's Figure 3 (right) with our throughput, and the figures."""
     from suite import plots
 
     slug = slugify(f"{device_name}-{precision}")
@@ -153,7 +167,13 @@ def device_section(device_name: str, precision: str, rows: pd.DataFrame, flops: 
                 section.notes.append(f"{model} failed: {text[:160]}{'…' if len(text) > 160 else ''}")
     if best.empty:
         return section
-    section.tables.append(cost_table(slug, best, flops))
+    section.tables.append(cost_table(slug, best, flops, latency))
+    reference = timm_reference_table(slug, best, _references(rows, precision))
+    if reference is not None:
+        section.tables.append(reference)
+    else:
+        section.notes.append(f"timm publishes no {precision} throughput of these models on a "
+                             f"{'CPU' if _on_cpu(rows) else 'GPU'} to set beside ours.")
 
     both = compare_with_paper(best, paper["mixer_table3_scale"])
     if len(both):
@@ -170,6 +190,19 @@ def device_section(device_name: str, precision: str, rows: pd.DataFrame, flops: 
             lambda d=both: plots.ours_vs_paper(d, f"here: images / sec ({precision})")))
     else:
         section.notes.append("None of these models appears in the paper's Table 3 at the same image size.")
+
+    figure3 = paper_points_with_ours(best, paper["mixer_table3_scale"])
+    if len(figure3):
+        differences = frontier_differences(figure3)
+        section.figures.append(FigureBlock(
+            f"figure3-right-{slug}", "The paper's Figure 3 (right) with our throughput",
+            "The paper's ImageNet top-1 of each Table 3 row (one panel per pre-training set) against our best "
+            f"images/sec for the same model and image size on {device_name} ({precision}); dashed, the Pareto "
+            "frontier (faster and more accurate). " + " ".join(differences),
+            lambda d=figure3: plots.scatter_frontier(
+                d, "images_per_sec", "accuracy", x_label=f"images / sec here ({precision})",
+                y_label="ImageNet top-1 (paper)", percent_y=True, panel="pretrain"),
+            wide=figure3["pretrain"].nunique() > 1))
 
     curves = rows[rows["status"] == "ok"].groupby(["model", "img_size", "batch_size"], as_index=False).agg(
         family=("family", "first"), images_per_sec=("images_per_sec", "max"))
@@ -195,29 +228,17 @@ def device_section(device_name: str, precision: str, rows: pd.DataFrame, flops: 
         section.notes.append(f"Parameters against throughput needs counting results: run {COMMANDS['flops']}.")
 
     if points is not None:
-        for shots in sorted(points["shots"].unique()):
-            rule = rule_for_plots(points, shots)
-            part = points[(points["shots"] == shots) & (points["l2_rule"] == rule)]
-            joined = join(part, best[["model", "img_size", "images_per_sec"]])
-            if joined.empty:
-                section.notes.append(f"No model has both {shots}-shot accuracy and throughput here at the same image size.")
-                continue
-            section.figures.append(FigureBlock(
-                f"acc-throughput-{shots}shot-{slug}", f"{shots}-shot accuracy against throughput",
-                f"The paper's Figure 3 (right) with our numbers: linear {shots}-shot accuracy (ℓ2 rule {rule}) "
-                "against best images/sec; dashed, the Pareto frontier (faster and more accurate).",
-                lambda d=joined: plots.scatter_frontier(
-                    d, "images_per_sec", "accuracy", x_label=f"images / sec ({precision})",
-                    y_label="few-shot accuracy", percent_y=True, panel="dataset"),
-                wide=joined["dataset"].nunique() > 1))
+        figures, notes = accuracy_figures(points, best[["model", "img_size", "images_per_sec"]], "images_per_sec",
+                                          f"images / sec ({precision})", "max", f"throughput-{slug}", "throughput",
+                                          "best images/sec; dashed, the Pareto frontier (faster and more accurate)")
+        section.figures.extend(figures)
+        section.notes.extend(notes)
     else:
         section.notes.append(f"Accuracy against throughput needs few-shot results: run {COMMANDS['fewshot']}.")
     return section
 
 
 def fewshot_section(points: pd.DataFrame, flops: pd.DataFrame | None, throughput: pd.DataFrame | None) -> Section:
-    from suite import plots
-
     section = Section("fewshot", "Few-shot accuracy", intro=(
         "Frozen pre-logits features, a linear ℓ2-regularized least-squares probe on n images per class, "
         "accuracy on the held-out split; mean ± std over seeds."))
@@ -231,21 +252,34 @@ def fewshot_section(points: pd.DataFrame, flops: pd.DataFrame | None, throughput
     if cost is None or cost.empty:
         section.notes.append(f"Accuracy against GMACs needs counting results: run {COMMANDS['flops']}.")
         return section
+    figures, notes = accuracy_figures(points, cost, "gmacs", "GMACs per image", "min", "gmacs", "GMACs",
+                                      "multiply-accumulates per image; dashed, the Pareto frontier (cheaper and "
+                                      "more accurate)")
+    section.figures.extend(figures)
+    section.notes.extend(notes)
+    return section
+
+
+def accuracy_figures(points: pd.DataFrame, cost: pd.DataFrame, x: str, x_label: str, x_sense: str, slug: str,
+                     what: str, caption: str) -> tuple[list[FigureBlock], list[str]]:
+    """Few-shot accuracy against one cost (`x` of `cost`), one figure per shot count, a panel per dataset."""
+    from suite import plots
+
+    figures, notes = [], []
     for shots in sorted(points["shots"].unique()):
         rule = rule_for_plots(points, shots)
         part = points[(points["shots"] == shots) & (points["l2_rule"] == rule)]
         joined = join(part, cost)
         if joined.empty:
-            section.notes.append(f"No model has both {shots}-shot accuracy and a MAC count at the same image size.")
+            notes.append(f"No model has both {shots}-shot accuracy and {what} here at the same image size.")
             continue
-        section.figures.append(FigureBlock(
-            f"acc-gmacs-{shots}shot", f"{shots}-shot accuracy against GMACs",
-            f"Linear {shots}-shot accuracy (ℓ2 rule {rule}) against multiply-accumulates per image; dashed, the "
-            "Pareto frontier (cheaper and more accurate).",
+        figures.append(FigureBlock(
+            f"acc-{slug}-{shots}shot", f"{shots}-shot accuracy against {what}",
+            f"Linear {shots}-shot accuracy (ℓ2 rule {rule}) against {caption}.",
             lambda d=joined: plots.scatter_frontier(
-                d, "gmacs", "accuracy", x_label="GMACs per image", y_label="few-shot accuracy", x_sense="min",
-                percent_y=True, panel="dataset"), wide=joined["dataset"].nunique() > 1))
-    return section
+                d, x, "accuracy", x_label=x_label, y_label="few-shot accuracy", x_sense=x_sense, percent_y=True,
+                panel="dataset"), wide=joined["dataset"].nunique() > 1))
+    return figures, notes
 
 
 def environment_section(results: dict[str, pd.DataFrame | None]) -> Section:
@@ -260,3 +294,109 @@ def environment_section(results: dict[str, pd.DataFrame | None]) -> Section:
             "values are listed where rows differ. A dash: not recorded (e.g. CUDA versions on a CPU).", frame))
     return section
 
+
+def bench_rows(throughput: pd.DataFrame, bench: str) -> pd.DataFrame:
+    """The rows of one bench ('latency', 'train'); none in files written before the bench column."""
+    if "bench" not in throughput.columns:
+        return throughput.iloc[0:0]
+    return throughput[throughput["bench"].fillna("infer").astype(str) == bench]
+
+
+def _on_cpu(rows: pd.DataFrame) -> bool:
+    return bool(rows["device"].astype(str).str.startswith("cpu").all())
+
+
+def _references(rows: pd.DataFrame, precision: str) -> pd.DataFrame:
+    """timm's rows measured the way ours were: the same bench, precision and mode, on the same kind of device."""
+    from suite.reference import matching, timm_reference
+
+    modes = rows["precision_mode"].dropna().astype(str).unique() if "precision_mode" in rows else ["none"]
+    mode = modes[0] if len(modes) == 1 else "autocast"
+    return matching(timm_reference(), "infer", precision, mode, _on_cpu(rows))
+
+
+def scaling_section(sweeps: pd.DataFrame | None, flops: pd.DataFrame | None) -> Section | None:
+    """GMACs, images/sec and peak memory against image side for every model measured at several sizes."""
+    from suite import plots
+
+    curves = scaling_curves(sweeps, flops)
+    if curves.empty:
+        return None
+    section = Section("scaling", "Resolution scaling", intro=(
+        "Every model counted or measured at two image sides or more (python -m suite.flops --img-size 224,448 and "
+        "python -m suite.throughput --img-size 224,320,448; Mixers under --mixer-rule paper and fixed); log-log axes."))
+    section.tables.append(scaling_table(scaling_slopes(curves)))
+    for column, what in (("gmacs", "GMACs per image"), ("images_per_sec", "best images / sec"),
+                         ("peak_memory_mb", "peak memory (MB)")):
+        if curves[column].notna().sum() >= 2:
+            section.figures.append(FigureBlock(
+                f"scaling-{column}", f"{what[0].upper() + what[1:]} against image side",
+                f"{what[0].upper() + what[1:]} at each image side; the slopes are in the table above.",
+                lambda d=curves, c=column, w=what: plots.scaling(d, c, w)))
+    return section
+
+
+def pretraining_sections(throughput: pd.DataFrame, paper: dict[str, pd.DataFrame]) -> list[Section]:
+    """Per device and precision with training rows: Table 3's schedules priced here, and the paper's
+    Figure 2 (left) and Figure 3 (left) with our cost axis."""
+    from suite.cost import cost_agreement, distinct_schedules, pretraining_cost
+
+    train = bench_rows(throughput, "train")
+    sweeps = sweep_rows(throughput)
+    sections = []
+    for (device_name, precision), rows in train.groupby(["device_name", "precision"], sort=True):
+        measured = pd.concat([rows, sweeps[(sweeps["device_name"] == device_name) & (sweeps["precision"] == precision)]])
+        cost = pretraining_cost(measured, paper["mixer_table3_scale"])
+        slug = slugify(f"{device_name}-{precision}")
+        section = Section(f"pretraining-{slug}", f"Pre-training cost on {device_name} ({precision})", intro=(
+            "The paper's other cost axis: its pre-training schedules priced at our best training throughput "
+            "(the paper's pre-training step: forward, cross-entropy, backward, global-norm clip at 1, AdamW)."))
+        if cost.empty:
+            section.notes.append("No training row at 224 of a model in the paper's Table 3: run "
+                                 "python -m suite.throughput --bench train --models mixer,vit,bit.")
+            sections.append(section)
+            continue
+        schedules = distinct_schedules(cost)
+        agreement = cost_agreement(schedules)
+        section.tables.append(pretraining_table(slug, schedules, agreement))
+        if len(agreement["flips"]):
+            section.tables.append(make_table(f"pretraining-flips-{slug}", "Pairs whose cost order flips against "
+                                             "the paper", "Each row: a schedule cheaper here than another, while the "
+                                             "paper's core-days have the other one cheaper.", agreement["flips"]))
+        section.notes.extend(sorted(set(schedules["ratio_note"]) - {""}))
+        for figure in _cost_figures(cost, paper, device_name, precision, slug):
+            section.figures.append(figure)
+        sections.append(section)
+    return sections
+
+
+def _cost_figures(cost: pd.DataFrame, paper: dict[str, pd.DataFrame], device_name: str, precision: str,
+                  slug: str) -> list[FigureBlock]:
+    from suite import plots
+
+    figures = []
+    jft = cost[(cost["pretrain"] == "JFT-300M") & (cost["img_size"] == 224)].copy()
+    if len(jft):
+        jft["accuracy"] = jft["imnet_top1"] / 100
+        jft["label"] = [f"{m} ({int(e)} ep)" if (jft["model"] == m).sum() > 1 else m
+                        for m, e in zip(jft["model"], jft["pretrain_epochs"])]
+        figures.append(FigureBlock(
+            f"figure3-left-{slug}", "The paper's Figure 3 (left) with our cost axis",
+            f"ImageNet top-1 of the paper's JFT-300M rows at 224 against their pre-training cost in device-days on "
+            f"{device_name} ({precision}); dashed, the Pareto frontier (cheaper and more accurate).",
+            lambda d=jft: plots.scatter_frontier(d, "device_days", "accuracy", x_label="pre-training device-days here",
+                                                 y_label="ImageNet top-1 (paper)", x_sense="min", percent_y=True)))
+    table2 = paper["mixer_table2_sota"]
+    sota = table2.merge(cost.sort_values("img_size", ascending=False)
+                        .drop_duplicates(["model", "pretrain"])[["model", "pretrain", "device_days", "family"]],
+                        on=["model", "pretrain"], how="inner", suffixes=("_paper", ""))
+    if len(sota):
+        sota["accuracy"] = sota["imnet_top1"] / 100
+        sota["label"] = [f"{m} ({p})" for m, p in zip(sota["model"], sota["pretrain"])]
+        figures.append(FigureBlock(
+            f"figure2-left-{slug}", "The paper's Figure 2 (left) with our cost axis",
+            "ImageNet top-1 of the paper's Table 2 models that have a Table 3 schedule, against its cost in "
+            f"device-days on {device_name} ({precision}); dashed, the Pareto frontier.",
+            lambda d=sota: plots.scatter_frontier(d, "device_days", "accuracy", x_label="pre-training device-days here",
+                                                  y_label="ImageNet top-1 (paper)", x_sense="min", percent_y=True)))
+    return figures

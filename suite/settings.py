@@ -58,6 +58,7 @@ class Preset:
     latency_time_s: float = _rule("batch-1 latency: timed seconds, at least", "--latency-time")
     peak_rule: str = _rule("matmul peak for MFU: sustained (median over >= 1 s after >= 1 s warm-up) or burst "
                            "(fastest of a few)", "--peak-rule")
+    scaling_sizes: tuple[int, ...] = _rule("the image sides of --img-size scaling (resolution scaling)")
 
 
 GPU_BATCH_SIZES = tuple(2**k for k in range(5, 14))
@@ -67,17 +68,17 @@ PRESETS: dict[str, Preset] = {
         description="CPU default: short sweep, few steps, 10 s per model",
         precision="fp32", batch_sizes=(1, 2, 4, 8), warmup_steps=1, warmup_s=0.0, min_steps=5, min_time_s=0.0,
         max_time_s=0.0, model_budget_s=10.0, flat_tolerance=0.02, flat_patience=1, step_cap_s=0.0,
-        latency_steps=5, latency_time_s=0.0, peak_rule="burst"),
+        latency_steps=5, latency_time_s=0.0, peak_rule="burst", scaling_sizes=(160, 224, 320)),
     "gpu": Preset(
         description="CUDA default: bf16, 32..8192 until flat or a 1 s step, 18 s per model",
         precision="bf16", batch_sizes=GPU_BATCH_SIZES, warmup_steps=5, warmup_s=0.3, min_steps=10, min_time_s=0.4,
         max_time_s=2.0, model_budget_s=18.0, flat_tolerance=0.03, flat_patience=2, step_cap_s=1.0,
-        latency_steps=100, latency_time_s=0.5, peak_rule="sustained"),
+        latency_steps=100, latency_time_s=0.5, peak_rule="sustained", scaling_sizes=(224, 448, 640, 1024)),
     "paper": Preset(
         description="the paper's full sweep 32..8192 in bf16, no early stop, no budget",
         precision="bf16", batch_sizes=GPU_BATCH_SIZES, warmup_steps=10, warmup_s=1.0, min_steps=50, min_time_s=1.0,
         max_time_s=0.0, model_budget_s=0.0, flat_tolerance=0.0, flat_patience=0, step_cap_s=0.0,
-        latency_steps=200, latency_time_s=2.0, peak_rule="sustained"),
+        latency_steps=200, latency_time_s=2.0, peak_rule="sustained", scaling_sizes=(224, 448, 640, 1024)),
 }
 
 

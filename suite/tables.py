@@ -203,8 +203,13 @@ def best_throughput(rows: pd.DataFrame) -> pd.DataFrame:
     return best.sort_values("images_per_sec", ascending=False).reset_index(drop=True)
 
 
-def cost_table(slug: str, best: pd.DataFrame, flops: pd.DataFrame | None) -> Table:
-    """Per model: family, parameters, GMACs, best images/sec with its batch, memory, MFU, device, precision."""
+NOISE_MARKS = {"noisy": "*", "very noisy": "**"}
+
+
+def cost_table(slug: str, best: pd.DataFrame, flops: pd.DataFrame | None,
+               latency: pd.DataFrame | None = None) -> Table:
+    """Per model: family, parameters, GMACs, best images/sec with its batch (noisy ones marked), memory,
+    MFU, and where they were measured batch-1 latency, energy per image, power and compile time."""
     frame = best.copy()
     if flops is not None:
         counted = flops.drop_duplicates(["model", "img_size"], keep="last")[
@@ -224,15 +229,48 @@ def cost_table(slug: str, best: pd.DataFrame, flops: pd.DataFrame | None) -> Tab
         "Peak memory (MB)": frame["peak_memory_mb"], "MFU (%)": frame["mfu"] * 100,
         "Device": frame["device_name"], "Precision": frame["precision"],
     })
+    extra = _measured_extras(frame, latency)
+    for column, values in extra.items():
+        out[column] = values
+    noise = frame["noise"].fillna("ok").astype(str).tolist() if "noise" in frame else ["ok"] * len(frame)
     formats = {"Params (M)": lambda v: fmt(v, ",.1f"), "Params w/o head (M)": lambda v: fmt(v, ",.1f"),
                "GMACs": lambda v: fmt(v, ",.2f"), "Best images/s": rate,
-               "Peak memory (MB)": lambda v: fmt(v, ",.0f"), "MFU (%)": lambda v: fmt(v, ",.1f")}
-    return make_table(f"cost-{slug}", "Cost of every model measured", (
+               "Peak memory (MB)": lambda v: fmt(v, ",.0f"), "MFU (%)": lambda v: fmt(v, ",.1f"),
+               "Latency p50 (ms)": lambda v: fmt(v, ",.2f"), "Latency p99 (ms)": lambda v: fmt(v, ",.2f"),
+               "Energy (J/image)": lambda v: fmt(v, ",.3g"), "Power (W)": lambda v: fmt(v, ",.0f"),
+               "Compile (s)": lambda v: fmt(v, ",.1f")}
+    marked_noise = any(NOISE_MARKS.get(n) for n in noise)
+    table = make_table(f"cost-{slug}", "Cost of every model measured", (
         "Best throughput over the batch sizes and settings swept (the paper reports the best over batch "
         "sizes too); the batch size, settings, peak memory and model-FLOPs utilization are those of the best "
         "run. MFU = 2 × MACs × images/s ÷ the peak FLOP/s the harness measured with one large matmul. "
-        "Device and precision are in the section's title and in the exported table."),
+        + ("Latency: batch 1, its own measurement. " if "Latency p50 (ms)" in extra else "")
+        + ("Energy and power: NVML over the best run's timed steps. " if "Energy (J/image)" in extra else "")
+        + ("* marks a best run whose spread (IQR) exceeds 10% of its median, ** 25%: repeat it before trusting "
+           "it. " if marked_noise else "")
+        + "Device and precision are in the section's title and in the exported table."),
         out, formats).hide("Device", "Precision")
+    table.display["Best images/s"] = [f"{shown}{NOISE_MARKS.get(n, '')}"
+                                      for shown, n in zip(table.display["Best images/s"], noise)]
+    return table
+
+
+def _measured_extras(frame: pd.DataFrame, latency: pd.DataFrame | None) -> dict[str, list[Any]]:
+    """The columns a device measured that not every device does: shown only where some value exists."""
+    extras: dict[str, list[Any]] = {}
+    if latency is not None and len(latency):
+        ok = latency[latency["status"] == "ok"].drop_duplicates(["model", "img_size"], keep="last")
+        by_model = ok.set_index(["model", "img_size"])
+        for column, name in (("latency_p50_ms", "Latency p50 (ms)"), ("latency_p99_ms", "Latency p99 (ms)")):
+            if column in by_model:
+                values = [by_model[column].get((m, s), np.nan) for m, s in zip(frame["model"], frame["img_size"])]
+                if any(pd.notna(v) for v in values):
+                    extras[name] = values
+    for column, name in (("energy_j_per_image", "Energy (J/image)"), ("power_w", "Power (W)"),
+                         ("compile_s", "Compile (s)")):
+        if column in frame and frame[column].notna().any():
+            extras[name] = pd.to_numeric(frame[column], errors="coerce").tolist()
+    return extras
 
 
 def _settings(row: pd.Series) -> str:
@@ -389,3 +427,199 @@ def rule_for_plots(points: pd.DataFrame, shots: int) -> str:
     counts = points[points["shots"] == shots]["l2_rule"].value_counts()
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[0][0]
 
+
+# --------------------------------------------------------------------------------------------------
+# Beside the paper's frontier, timm's published figures and other devices
+# --------------------------------------------------------------------------------------------------
+
+def paper_points_with_ours(best: pd.DataFrame, table3: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 3 rows (accuracy, its TPU throughput) with our best images/sec for the same model
+    at the same image size: one point per row, a panel per pre-training set (the paper's Figure 3, right)."""
+    rows = table3.dropna(subset=["imnet_top1"]).copy()
+    rows = rows.sort_values("pretrain_epochs").drop_duplicates(["model", "pretrain", "img_size"], keep="last")
+    ours = best[["model", "img_size", "family", "images_per_sec"]]
+    joined = rows.drop(columns=["family"]).merge(ours, on=["model", "img_size"], how="inner")
+    joined["accuracy"] = joined["imnet_top1"] / 100
+    joined["label"] = [label(r) for _, r in joined.iterrows()]
+    return joined.reset_index(drop=True)
+
+
+def frontier_differences(points: pd.DataFrame) -> list[str]:
+    """Per pre-training set: the models on our frontier (throughput here, top-1) but not on the paper's
+    (its TPU throughput, top-1), and the reverse, as sentences."""
+    from suite.pareto import pareto_mask
+
+    lines = []
+    for pretrain, part in points.groupby("pretrain", sort=True):
+        ours = set(part["label"][pareto_mask(part["images_per_sec"], part["accuracy"])])
+        theirs = set(part["label"][pareto_mask(part["throughput_img_s_core_tpuv3"], part["accuracy"])])
+        only_ours, only_theirs = sorted(ours - theirs), sorted(theirs - ours)
+        if only_ours or only_theirs:
+            parts = []
+            if only_ours:
+                parts.append(f"on our frontier only: {', '.join(only_ours)}")
+            if only_theirs:
+                parts.append(f"on the paper's only: {', '.join(only_theirs)}")
+            lines.append(f"{pretrain}: " + "; ".join(parts) + ".")
+        else:
+            lines.append(f"{pretrain}: the same models are Pareto-optimal here as in the paper ({', '.join(sorted(ours))}).")
+    return lines
+
+
+def timm_reference_table(slug: str, best: pd.DataFrame, reference: pd.DataFrame) -> Table | None:
+    """Our best images/sec beside timm's published ones for the same model, precision and image size,
+    with the ratio, one column pair per reference device (compiled ones named so)."""
+    if reference.empty:
+        return None
+    ours = best[best["timm_name"].fillna("").astype(str) != ""]
+    frame = pd.DataFrame({"Model": ours["model"].tolist(), "Image size": ours["img_size"].astype(int).tolist(),
+                          "Ours images/s": ours["images_per_sec"].tolist()})
+    found = False
+    for (device, compiled, nhwc), rows in reference.groupby(["reference_device", "compiled", "channels_last"],
+                                                             sort=True):
+        by = rows.groupby(["model", "img_size"])["images_per_sec"].max()
+        values = [by.get((t, s), np.nan) for t, s in zip(ours["timm_name"], ours["img_size"])]
+        if not any(pd.notna(v) for v in values):
+            continue
+        found = True
+        name = f"{device}{' compiled' if compiled else ''}{' NHWC' if nhwc else ''}"
+        frame[f"timm {name}"] = values
+        frame[f"Ours ÷ {name}"] = [a / b if pd.notna(b) and b else np.nan for a, b in zip(frame["Ours images/s"], values)]
+    if not found:
+        return None
+    files = ", ".join(sorted(reference["file"].unique()))
+    dates = sorted(reference["date"].unique())
+    formats = {c: rate for c in frame.columns if "images/s" in c or c.startswith("timm ")}
+    formats.update({c: ratio for c in frame.columns if c.startswith("Ours ÷")})
+    return make_table(f"timm-{slug}", "Beside timm's published throughput", (
+        "timm's own benchmark.py figures for the same model, precision and image size on the devices timm "
+        f"publishes, from its results files ({files}; {dates[0]} … {dates[-1]}; shipped in suite/reference/timm/). "
+        "timm times a fixed batch (256 or 1024 on GPUs, 1 on CPUs) and reports the mean; ours is the best over "
+        "our sweep. A ratio far below the ratio of the devices' peaks says the setup here deserves a look."),
+        frame, formats)
+
+
+def devices_table(throughput: pd.DataFrame) -> Table | None:
+    """Best images/sec per model (rows) and device and precision (columns), with each one's ratio to the first."""
+    ok = throughput[throughput["status"] == "ok"].assign(
+        where=lambda f: f["device_name"].astype(str) + " (" + f["precision"].astype(str) + ")")
+    if ok["where"].nunique() < 2:
+        return None
+    best = ok.groupby(["model", "img_size", "where"])["images_per_sec"].max().unstack("where")
+    columns = list(best.columns)
+    frame = best.reset_index().rename(columns={"model": "Model", "img_size": "Image size"})
+    frame["Image size"] = frame["Image size"].astype(int)
+    first = columns[0]
+    for column in columns[1:]:
+        frame[f"{column} ÷ {first}"] = frame[column] / frame[first]
+    formats = {c: rate for c in columns}
+    formats.update({c: ratio for c in frame.columns if "÷" in c})
+    return make_table("devices", "Throughput across devices and precisions", (
+        f"Best images/sec per model on every device and precision measured, and each one's ratio to {first}."),
+        frame, formats)
+
+
+# --------------------------------------------------------------------------------------------------
+# Resolution scaling
+# --------------------------------------------------------------------------------------------------
+
+def scaling_curves(throughput: pd.DataFrame | None, flops: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per (curve, image side): GMACs, best images/sec and peak memory, for every model measured or
+    counted at two sizes or more. Mixer curves are told apart by their token-mixing rule (the native size
+    belongs to both): 'Mixer-B/16 (D_S grows)' and 'Mixer-B/16 (D_S fixed)'."""
+    parts = []
+    if throughput is not None and len(throughput):
+        ok = throughput[throughput["status"] == "ok"].reindex(
+            columns=[*throughput.columns, *{"mixer_rule", "peak_memory_mb", "macs_per_image"} - set(throughput.columns)])
+        ok = ok.assign(mixer_rule=ok["mixer_rule"].astype("string").fillna("").astype(str))
+        if len(ok):
+            best = ok.loc[ok.groupby(["model", "img_size", "mixer_rule"])["images_per_sec"].idxmax()]
+            parts.append(best[["model", "family", "img_size", "mixer_rule", "images_per_sec", "peak_memory_mb",
+                               "macs_per_image"]].assign(gmacs=lambda f: f["macs_per_image"] / 1e9))
+    if flops is not None and len(flops):
+        parts.append(flops.reindex(columns=["model", "family", "img_size", "mixer_rule", "gmacs"]))
+    if not parts:
+        return pd.DataFrame()
+    frame = pd.concat(parts, ignore_index=True).reindex(
+        columns=["model", "family", "img_size", "mixer_rule", "gmacs", "images_per_sec", "peak_memory_mb"])
+    frame["mixer_rule"] = frame["mixer_rule"].astype("string").fillna("").astype(str)
+    frame = frame.groupby(["model", "img_size", "mixer_rule"], as_index=False).agg(
+        family=("family", "first"), gmacs=("gmacs", "max"), images_per_sec=("images_per_sec", "max"),
+        peak_memory_mb=("peak_memory_mb", "max"))
+    rows = []
+    for (model, rule), part in frame.groupby(["model", "mixer_rule"], sort=False):
+        if rule == "native":
+            continue
+        if rule in ("paper", "fixed"):
+            native = frame[(frame["model"] == model) & (frame["mixer_rule"] == "native")]
+            part = pd.concat([native, part])
+            name = f"{model} (D_S {'grows' if rule == 'paper' else 'fixed'})"
+        else:
+            name = model
+        rows.append(part.assign(curve=name))
+    if not rows:
+        return pd.DataFrame()
+    curves = pd.concat(rows, ignore_index=True)
+    counts = curves.groupby("curve")["img_size"].nunique()
+    return curves[curves["curve"].map(counts) >= 2].sort_values(["curve", "img_size"]).reset_index(drop=True)
+
+
+def scaling_slopes(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per curve: the least-squares slope of log(y) on log(tokens) for GMACs, images/sec and peak memory.
+    Tokens grow as the square of the side, so slope 1 is linear in the tokens, 2 quadratic."""
+    rows = []
+    for curve, part in curves.groupby("curve", sort=False):
+        tokens = np.log(part["img_size"].astype(float) ** 2)
+        row = {"curve": curve, "family": part["family"].iloc[0], "sizes": ", ".join(str(int(s)) for s in part["img_size"])}
+        for column in ("gmacs", "images_per_sec", "peak_memory_mb"):
+            values = pd.to_numeric(part[column], errors="coerce")
+            valid = values.notna() & (values > 0)
+            row[column] = (float(np.polyfit(tokens[valid], np.log(values[valid]), 1)[0])
+                           if valid.sum() >= 2 and tokens[valid].nunique() >= 2 else np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def scaling_table(slopes: pd.DataFrame) -> Table:
+    frame = slopes.rename(columns={"curve": "Curve", "family": "Family", "sizes": "Image sides",
+                                   "gmacs": "GMACs slope", "images_per_sec": "Images/s slope",
+                                   "peak_memory_mb": "Peak memory slope"})
+    formats = {c: (lambda v: fmt(v, "+.2f")) for c in ("GMACs slope", "Images/s slope", "Peak memory slope")}
+    return make_table("scaling-slopes", "How cost grows with resolution", (
+        "The least-squares slope of log(quantity) on log(number of tokens) over each curve's image sides (tokens "
+        "grow as the side squared): +1 is linear in the tokens, +2 quadratic; throughput falls, so its slope is "
+        "negative. The paper: Mixer's cost is linear in the tokens with D_S fixed, while self-attention's is "
+        "quadratic; its Appendix C rule (D_S grows with the tokens) makes token mixing quadratic again."),
+        frame, formats)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pre-training cost
+# --------------------------------------------------------------------------------------------------
+
+def pretraining_table(slug: str, rows: pd.DataFrame, agreement: dict[str, Any]) -> Table:
+    """Table 3's schedules priced on this device beside the paper's TPU-v3 core-days, ranks marked where they differ."""
+    out = pd.DataFrame({
+        "Model": rows["model"], "Pre-training": rows["pretrain"], "Epochs": rows["pretrain_epochs"],
+        "Images seen": rows["images_seen"], "Train images/s": rows["train_img_s"],
+        "Device-hours": rows["device_hours"], "Device-days": rows["device_days"],
+        "Our rank": rows["device_days"].rank(method="min").astype(int),
+        "Paper core-days (TPU-v3)": rows["paper_core_days"],
+        "Paper rank": rows["paper_core_days"].rank(method="min").astype(int),
+        "Train ÷ infer here": rows["train_ratio"], "Train ÷ infer paper": rows["paper_train_ratio"],
+    })
+    marked = {(i, c) for i, (_, r) in enumerate(out.iterrows()) if r["Our rank"] != r["Paper rank"]
+              for c in ("Our rank", "Paper rank")}
+    formats = {"Epochs": lambda v: fmt(v, ",.0f"), "Images seen": lambda v: fmt(v / 1e9, ",.2f") + "G",
+               "Train images/s": rate, "Device-hours": lambda v: fmt(v, ",.4g"), "Device-days": lambda v: fmt(v, ",.4g"),
+               "Paper core-days (TPU-v3)": lambda v: fmt(v, ",.0f"), "Train ÷ infer here": lambda v: fmt(v, ",.1f"),
+               "Train ÷ infer paper": lambda v: fmt(v, ",.1f")}
+    rho, p_value = agreement["rho"], agreement["p_value"]
+    summary = (f"Spearman's ρ = {rho:.3f} between our device-days and the paper's core-days over {agreement['n']} "
+               f"schedules ({'p < 0.001' if p_value < 1e-3 else f'p = {p_value:.2g}'})" if not math.isnan(rho)
+               else f"Rank correlation needs 3 schedules or more; {agreement['n']} here")
+    return make_table(f"pretraining-{slug}", "Pre-training cost here against the paper's", (
+        f"The paper's Table 3 schedules (images seen = epochs × dataset size) at our best training throughput "
+        f"(python -m suite.throughput --bench train, at 224). {summary}; highlighted ranks differ. "
+        "Train ÷ infer: best inference over best training images/sec (the paper's from its own figures; its "
+        "large models sit near 4)."), out, formats, marked)

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import queue
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,8 @@ from typing import Any
 import torch
 
 from suite.cli import (ArgumentParser, HelpFormatter, UsageError, add_models_argument, fail, non_negative_float,
-                       non_negative_int, positive_int, positive_int_list, resolve_device, resolve_devices)
+                       non_negative_int, out_help, output_file, positive_int, positive_int_list, resolve_device,
+                       resolve_devices)
 from suite.jobs import ChildRunner, InProcessRunner, Outcome
 from suite.launch import add_launcher_arguments, check_launcher_arguments, launch, report_launch
 from suite.peaks import NAMED_DEVICES, PEAK_RULES, datasheet_peak
@@ -149,15 +149,16 @@ def _worker(device: torch.device, pending: queue.SimpleQueue, settings: Settings
     """One device's worker: take the next model from the queue, measure it in a child bound to this
     device, until the queue is empty, the run is stopped, or this device's CUDA context is dead.
     `threads`: the CPU threads of each child (CPU workers split the cores between them)."""
-    settings = replace(settings, device=device)
+    base = replace(settings, device=device)
     name = device_name(device)
-    tf32 = settings.precision == "tf32" and device.type == "cuda"
+    tf32 = base.precision == "tf32" and device.type == "cuda"
     peak = None
     while not shared.stop.is_set():
         try:
-            spec = pending.get_nowait()
+            spec, size = pending.get_nowait()
         except queue.Empty:
             return
+        settings = replace(base, img_size=size) if size is not None else base
         job, reused = plan_job(spec, settings, done, name, peak)
         if job is not None and threads is not None:
             job = replace(job, threads=threads)
@@ -196,7 +197,8 @@ def _worker(device: torch.device, pending: queue.SimpleQueue, settings: Settings
                 return
 
 
-def run(specs: list[ModelSpec], settings: Settings, out: Path, *, devices: Sequence[torch.device] | None = None,
+def run(specs: list[ModelSpec], settings: Settings, out: Path, *, img_sizes: Sequence[int | None] = (None,),
+        devices: Sequence[torch.device] | None = None,
         resume: bool = False, resume_from: Path | None = None, retry_crashed: bool = False, progress: bool = True,
         in_process: bool = False, instruments: Instruments | None = None,
         child_timeout_s: float | None = None) -> RunReport:
@@ -213,10 +215,11 @@ def run(specs: list[ModelSpec], settings: Settings, out: Path, *, devices: Seque
     statuses = tuple(s for s in DONE_STATUSES if s != "crashed" or not retry_crashed)
     done = done_rows(resume_from or out, KEY_COLUMNS, statuses) if resume else {}
     per_model = planned_rows(settings)
-    shared = _Shared(out, RunReport(out), _Progress(len(specs) * per_model, progress, len(devices)), per_model)
+    work = fitting(specs, img_sizes, lambda line: print(line, file=sys.stderr))
+    shared = _Shared(out, RunReport(out), _Progress(len(work) * per_model, progress, len(devices)), per_model)
     pending: queue.SimpleQueue = queue.SimpleQueue()
-    for spec in specs:
-        pending.put(spec)
+    for item in work:
+        pending.put(item)
     runners = [InProcessRunner(instruments) if in_process
                else ChildRunner(instruments, child_timeout_s, echo=shared.progress.write) for _ in devices]
     try:
@@ -256,7 +259,7 @@ def _write(out: Path, row: dict[str, Any], report: RunReport) -> None:
 NOISE_MARK = {"noisy": "*", "very noisy": "**"}
 
 
-def summary_table(rows: Iterable[Mapping[str, Any]]) -> str:
+def summary(rows: Iterable[Mapping[str, Any]]) -> str:
     """One line per model: best batch and images/sec (noisy ones marked), spread, TFLOP/s, MFU
     (measured peak, datasheet peak), memory, latency, energy, how the sweep ended."""
     import pandas as pd
@@ -324,17 +327,18 @@ def _fmt(value: Any, divisor: float, pattern: str) -> str:
 # Dry run
 # --------------------------------------------------------------------------------------------------
 
-def plan_text(specs: list[ModelSpec], settings: Settings, device: DeviceModel, instruments: Instruments) -> str:
+def plan_text(specs: list[ModelSpec], settings: Settings, device: DeviceModel, instruments: Instruments,
+              img_sizes: Sequence[int | None] = (None,)) -> str:
     """The plan of a run (models, batch sizes, settings) and its estimated time, as printed by --dry-run."""
-    plans, total = estimate_run(specs, settings, device, instruments.count_macs,
-                                peak_seconds(settings, len(specs)))
+    pairs = fitting(specs, img_sizes, lambda line: print(line, file=sys.stderr))
+    plans, total = estimate_run(pairs, settings, device, instruments.count_macs, peak_seconds(settings, len(pairs)))
     import pandas as pd
 
-    table = pd.DataFrame([{"model": p.model, "GMACs": _fmt(p.macs_per_image, 1e9, "{:.2f}"),
+    table = pd.DataFrame([{"model": p.model, "img": p.img_size, "GMACs": _fmt(p.macs_per_image, 1e9, "{:.2f}"),
                            "batches": ",".join(map(str, p.batches)), "ends": p.stop, "est. s": f"{p.seconds:.1f}"}
                           for p in plans]).to_string(index=False)
     settings_line = ", ".join(f"{k}={v}" for k, v in settings.columns().items())
-    return (f"plan: {len(specs)} model(s) on {settings.device} with preset {settings.preset}\n{settings_line}\n\n"
+    return (f"plan: {len(pairs)} model run(s) on {settings.device} with preset {settings.preset}\n{settings_line}\n\n"
             f"{table}\n\n{device.describe()}\nestimated total: {total / 60:.1f} min ({total:.0f} s)")
 
 
@@ -357,6 +361,33 @@ def dry_run_device(settings: Settings, peak_of: str | None, instruments: Instrum
 # --------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------
+
+def parse_sizes(text: str) -> list[int] | str:
+    """`--img-size`: '224,448' or 'scaling' (the preset's list)."""
+    return "scaling" if text.strip() == "scaling" else positive_int_list(text)
+
+
+def image_sides(args: argparse.Namespace, settings: Settings) -> list[int | None]:
+    """The image sides of the run: each model's native one by default."""
+    if args.img_size is None:
+        return [None]
+    if args.img_size == "scaling":
+        return list(PRESETS[settings.preset].scaling_sizes)
+    return list(args.img_size)
+
+
+def fitting(specs: list[ModelSpec], sides: Sequence[int | None], note: Callable[[str], None]) -> list[tuple]:
+    """(spec, side) pairs whose side the model's patch divides; the others are named and left out."""
+    pairs = []
+    for side in sides:
+        for spec in specs:
+            patch = spec.arch_dict.get("patch")
+            if side is not None and patch and side % patch:
+                note(f"{spec.name} skips {side} px: not a multiple of its {patch}-pixel patch")
+                continue
+            pairs.append((spec, side))
+    return pairs
+
 
 def parse_shard(text: str) -> tuple[int, int]:
     """'i/n' with 1 <= i <= n: this process takes models i, i+n, i+2n, ... (1-based)."""
@@ -437,11 +468,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--compile-mode", default="default",
                         help="torch.compile mode: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs")
     parser.add_argument("--cuda-graphs", action="store_true", help="capture one forward in a CUDA graph and time its replay")
-    parser.add_argument("--img-size", type=positive_int, default=None, help="input side (default: each model's native size)")
+    parser.add_argument("--img-size", type=parse_sizes, default=None,
+                        help="input sides, comma-separated, each measured for every model (the report draws cost "
+                             "against resolution), or 'scaling': " + "; ".join(
+                                 f"{name} {','.join(map(str, preset.scaling_sizes))}"
+                                 for name, preset in PRESETS.items()) + " (default: each model's native size)")
     parser.add_argument("--mixer-rule", choices=MIXER_RULES, default="paper",
                         help="Mixer token-MLP width away from the native size: paper (scales with tokens) or fixed (timm)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT),
-                        help=f"CSV file to append to, or a folder (then FOLDER/{OUT_FILE_NAME})")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help=out_help(OUT_FILE_NAME, "results file (rows are appended)"))
     parser.add_argument("--resume", action="store_true",
                         help="skip measurements already in --out (any status but error; crashed too unless "
                              "--retry-crashed)")
@@ -515,7 +549,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     settings = Settings.from_preset(
         device, preset, bench=args.bench, grad_checkpointing=args.grad_checkpointing, precision_mode=args.mode, channels_last=args.channels_last, compile=args.compile,
         compile_backend=args.compile_backend, compile_mode=args.compile_mode, cuda_graphs=args.cuda_graphs,
-        img_size=args.img_size, mixer_rule=args.mixer_rule, **overrides)
+        mixer_rule=args.mixer_rule, **overrides)
     if settings.precision == "tf32" and not gpu:
         raise UsageError("--precision tf32 needs a CUDA device (TF32 is an NVIDIA tensor-core format)")
     if args.cuda_graphs and not gpu:
@@ -527,14 +561,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         if args.compile_backend not in known:
             raise UsageError(f"unknown --compile-backend {args.compile_backend!r}; torch has {', '.join(sorted(known))}")
     return settings
-
-
-def output_path(text: str) -> Path:
-    """--out as a file path: a folder (existing, or written with a trailing slash) gets throughput.csv."""
-    path = Path(text)
-    if path.is_dir() or text.endswith(("/", os.sep)):
-        path = path / OUT_FILE_NAME
-    return path
 
 
 def main(argv: list[str] | None = None, instruments: Instruments | None = None) -> int:
@@ -553,9 +579,10 @@ def main(argv: list[str] | None = None, instruments: Instruments | None = None) 
         if args.dry_run:
             if not specs:
                 raise UsageError("the selection has no models")
-            print(plan_text(specs, settings, dry_run_device(settings, args.peak_of, instruments), instruments))
+            print(plan_text(specs, settings, dry_run_device(settings, args.peak_of, instruments), instruments,
+                            image_sides(args, settings)))
             return 0
-        out = output_path(args.out)
+        out = output_file(args.out, OUT_FILE_NAME)
         ensure_writable(out)
         if args.resume:
             done_rows(out, KEY_COLUMNS, DONE_STATUSES)
@@ -567,14 +594,15 @@ def main(argv: list[str] | None = None, instruments: Instruments | None = None) 
         return _launched(args, argv, specs, out, launched_instruments)
     started = time.perf_counter()
     try:
-        report = run(specs, settings, part_path(out, args.part) if args.part else out, devices=args.device_list,
+        report = run(specs, settings, part_path(out, args.part) if args.part else out,
+                     img_sizes=image_sides(args, settings), devices=args.device_list,
                      resume=args.resume, resume_from=out, retry_crashed=args.retry_crashed,
                      progress=not args.no_progress, in_process=args.in_process, instruments=instruments,
                      child_timeout_s=args.child_timeout or None)
     except ResultsError as exc:
         fail(PROG, str(exc))
     elapsed = time.perf_counter() - started
-    print(summary_table(report.reused + report.written))
+    print(summary(report.reused + report.written))
     print(f"\n{len(report.written)} row(s) written to {out}, {len(report.reused)} already there; "
           f"{', '.join(map(str, args.device_list or [settings.device]))} {settings.precision} ({settings.mode}), "
           f"preset {settings.preset}; {elapsed:.0f} s")
@@ -601,7 +629,7 @@ def _launched(args: argparse.Namespace, argv: list[str], specs: list[ModelSpec],
     except ResultsError as exc:
         fail(PROG, str(exc))
     if table is not None and len(table):
-        print(summary_table(table[table["model"].isin(names)].to_dict("records")))
+        print(summary(table[table["model"].isin(names)].to_dict("records")))
     return report_launch(launched, names, out)
 
 

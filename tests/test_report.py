@@ -149,8 +149,9 @@ def test_full_report_has_every_table(full_report):
 def test_full_report_has_every_figure_inline(full_report):
     out, text = full_report
     figure_ids = re.findall(r'<figure id="figure-([^"]+)"', text)
-    # GMACs/params; per device: ours-vs-paper, batch, params, accuracy/throughput; accuracy/GMACs; 2 paper figures.
-    assert len(figure_ids) == 1 + 2 * 4 + 1 + 2
+    # GMACs/params; per device: ours-vs-paper, Figure 3 right with ours, batch, params, accuracy/throughput;
+    # accuracy/GMACs; 2 paper figures.
+    assert len(figure_ids) == 1 + 2 * 5 + 1 + 2
     assert text.count("<svg") == len(figure_ids)
     for slug in figure_ids:
         assert (out.parent / f"figure-{slug}.pdf").stat().st_size > 1000
@@ -268,7 +269,7 @@ def test_partial_results_render_and_say_what_is_missing(tmp_path, present):
         if kind not in present:
             assert f"{kind}.csv</code>" in text
     figures = len(re.findall(r'<figure id="figure-', text))
-    expected = {("flops",): 3, ("throughput",): 4, ("fewshot",): 2, ("flops", "fewshot"): 4}[present]
+    expected = {("flops",): 3, ("throughput",): 5, ("fewshot",): 2, ("flops", "fewshot"): 4}[present]
     assert figures == expected == text.count("<svg")
     assert_no_broken_references(out, text)
 
@@ -323,10 +324,14 @@ def test_missing_column_exits_2_naming_the_file(tmp_path):
     assert str(path) in done.stderr and "images_per_sec" in done.stderr
 
 
-def test_bad_out_is_refused(tmp_path, capsys):
-    (tmp_path / "taken").mkdir()
+def test_out_follows_the_one_convention(tmp_path, capsys):
+    """--out: a path ending in .html is the page; anything else a folder that gets index.html."""
+    (tmp_path / "folder").mkdir()
+    assert report.main(["--results", str(tmp_path), "--out", str(tmp_path / "folder"), "--no-progress"]) == 0
+    assert (tmp_path / "folder" / "index.html").is_file()
+    (tmp_path / "taken.html").mkdir()
     with pytest.raises(SystemExit) as exit_info:
-        report.main(["--results", str(tmp_path), "--out", str(tmp_path / "taken")])
+        report.main(["--results", str(tmp_path), "--out", str(tmp_path / "taken.html")])
     assert exit_info.value.code == 2
     assert "is a folder" in capsys.readouterr().err
 

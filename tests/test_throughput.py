@@ -298,7 +298,7 @@ def test_summary_names_the_best_batch_and_marks_noise():
          "latency_p50_ms": 111.0, "latency_p99_ms": 130.0},
         {"model": "n", "bench": "infer", "status": "oom", "batch_size": 1, "sweep_stop": "oom"},
     ]
-    table = tp.summary_table(rows).splitlines()
+    table = tp.summary(rows).splitlines()
     assert table[1].split()[:3] == ["m", "2", "15.0**"]
     assert "111.0/130.0" in table[1]
     assert "oom" in table[2]
