@@ -65,7 +65,7 @@ def test_the_comparison_with_timm_runs_both_and_gives_the_ratio(tmp_path, capsys
                           "--timm-models", "test_vit", "--timm-batch", "2", "--timm-precision", "fp32",
                           "--rounds", "1"])
     assert code == 0
-    comparison = pd.read_csv(out / "timm-comparison.csv")
+    comparison = pd.read_csv(out / "timm-comparison-infer.csv")
     row = comparison.iloc[0]
     assert row["model"] == "test_vit" and row["rounds"] == 1 and row["timm_img_s"] == 1000.0
     assert row["ours_over_timm"] == pytest.approx(row["ours_img_s"] / 1000.0)
