@@ -94,8 +94,9 @@ def pretraining_cost(throughput: pd.DataFrame, table3: pd.DataFrame, images_seen
     low, high = EXPECTED_TRAIN_RATIO
     rows["ratio_note"] = [
         "" if not isinstance(r, float) or math.isnan(r) or low <= r <= high else
-        f"training is {r:.1f}x slower than inference here, outside the {low:g}-{high:g} the paper's figures suggest"
-        for r in rows["train_ratio"]]
+        f"{model}: training is {r:.1f}x slower than inference here, outside the {low:g}-{high:g} the paper's "
+        f"figures suggest"
+        for model, r in zip(rows["model"], rows["train_ratio"])]
     return rows.reset_index(drop=True)
 
 
