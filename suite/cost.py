@@ -108,9 +108,9 @@ def cost_agreement(rows: pd.DataFrame) -> dict:
     flips = []
     for dearer, cheaper in discordant_pairs(ours, paper):
         a, b = rows.iloc[cheaper], rows.iloc[dearer]
-        flips.append({"cheaper here": schedule_label(a), "dearer here": schedule_label(b),
-                      "here (days)": f"{a['device_days']:.3g} vs {b['device_days']:.3g}",
-                      "paper (core-days)": f"{a['paper_core_days']:.0f} vs {b['paper_core_days']:.0f}"})
+        flips.append({"Cheaper here": schedule_label(a), "Dearer here": schedule_label(b),
+                      "Here (device-days)": f"{a['device_days']:.3g} vs {b['device_days']:.3g}",
+                      "Paper (TPU-v3 core-days)": f"{a['paper_core_days']:.0f} vs {b['paper_core_days']:.0f}"})
     return {"n": len(rows), "rho": rho, "p_value": p_value, "flips": pd.DataFrame(flips)}
 
 

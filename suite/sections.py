@@ -210,8 +210,8 @@ def device_section(device_name: str, precision: str, rows: pd.DataFrame, flops: 
     curves["model"] = [f"{m} @{int(s)}" if sizes[m] > 1 else m for m, s in zip(curves["model"], curves["img_size"])]
     section.figures.append(FigureBlock(
         f"batch-{slug}", "Throughput against batch size",
-        "Images/sec at each batch size (the best setting where several were swept); log-log axes.",
-        lambda d=curves: plots.throughput_vs_batch(d)))
+        "Images/sec at each batch size (the best setting where several were swept), a panel per family; log-log "
+        "axes.", lambda d=curves: plots.throughput_vs_batch(d), wide=True))
 
     with_params = best.copy()
     if flops is not None:
@@ -339,7 +339,7 @@ def scaling_section(sweeps: pd.DataFrame | None, flops: pd.DataFrame | None) -> 
 def pretraining_sections(throughput: pd.DataFrame, paper: dict[str, pd.DataFrame]) -> list[Section]:
     """Per device and precision with training rows: Table 3's schedules priced here, and the paper's
     Figure 2 (left) and Figure 3 (left) with our cost axis."""
-    from suite.cost import cost_agreement, distinct_schedules, pretraining_cost
+    from suite.cost import EXPECTED_TRAIN_RATIO, cost_agreement, distinct_schedules, pretraining_cost
 
     train = bench_rows(throughput, "train")
     sweeps = sweep_rows(throughput)
@@ -363,7 +363,12 @@ def pretraining_sections(throughput: pd.DataFrame, paper: dict[str, pd.DataFrame
             section.tables.append(make_table(f"pretraining-flips-{slug}", "Pairs whose cost order flips against "
                                              "the paper", "Each row: a schedule cheaper here than another, while the "
                                              "paper's core-days have the other one cheaper.", agreement["flips"]))
-        section.notes.extend(sorted(set(schedules["ratio_note"]) - {""}))
+        outside = schedules[schedules["ratio_note"] != ""].drop_duplicates("model")
+        if len(outside):
+            low, high = EXPECTED_TRAIN_RATIO
+            listed = ", ".join(f"{m} {r:.1f}" for m, r in zip(outside["model"], outside["train_ratio"]))
+            section.notes.append(f"Training is slower than inference by a factor outside the {low:g}-{high:g} the "
+                                 f"paper's figures suggest for: {listed}.")
         for figure in _cost_figures(cost, paper, device_name, precision, slug):
             section.figures.append(figure)
         sections.append(section)

@@ -487,6 +487,8 @@ def timm_reference_table(slug: str, best: pd.DataFrame, reference: pd.DataFrame)
         frame[f"Ours ÷ {name}"] = [a / b if pd.notna(b) and b else np.nan for a, b in zip(frame["Ours images/s"], values)]
     if not found:
         return None
+    theirs = [c for c in frame.columns if c.startswith("timm ")]
+    frame = frame[frame[theirs].notna().any(axis=1)].reset_index(drop=True)
     files = ", ".join(sorted(reference["file"].unique()))
     dates = sorted(reference["date"].unique())
     formats = {c: rate for c in frame.columns if "images/s" in c or c.startswith("timm ")}
@@ -618,8 +620,9 @@ def pretraining_table(slug: str, rows: pd.DataFrame, agreement: dict[str, Any]) 
     summary = (f"Spearman's ρ = {rho:.3f} between our device-days and the paper's core-days over {agreement['n']} "
                f"schedules ({'p < 0.001' if p_value < 1e-3 else f'p = {p_value:.2g}'})" if not math.isnan(rho)
                else f"Rank correlation needs 3 schedules or more; {agreement['n']} here")
-    return make_table(f"pretraining-{slug}", "Pre-training cost here against the paper's", (
+    table = make_table(f"pretraining-{slug}", "Pre-training cost here against the paper's", (
         f"The paper's Table 3 schedules (images seen = epochs × dataset size) at our best training throughput "
         f"(python -m suite.throughput --bench train, at 224). {summary}; highlighted ranks differ. "
         "Train ÷ infer: best inference over best training images/sec (the paper's from its own figures; its "
-        "large models sit near 4)."), out, formats, marked)
+        "large models sit near 4). Device-hours are in the exported table."), out, formats, marked)
+    return table.hide("Device-hours")

@@ -271,7 +271,11 @@ def summary(rows: Iterable[Mapping[str, Any]]) -> str:
         frame["bench"] = "infer"
     lines = []
     marked = False
-    for model, group in frame.groupby("model", sort=False):
+    if "img_size" not in frame.columns:
+        frame["img_size"] = 0
+    several = frame.groupby("model")["img_size"].nunique() > 1
+    for (model, img_size), group in frame.groupby(["model", "img_size"], sort=False):
+        model = f"{model} @{int(img_size)}" if several.get(model, False) else model
         sweep = group[group["bench"].fillna("infer") != "latency"]
         latency = group[group["bench"] == "latency"]
         ok = sweep[sweep["status"] == "ok"]

@@ -151,11 +151,15 @@ class HostClock:
                 between()
             start = time.perf_counter()
             fn()
+            self.finish()
             times.append(time.perf_counter() - start)
         return times
 
+    def finish(self) -> None:
+        """What a step's end waits for inside the timed bracket (nothing: the host work is done)."""
 
-class SyncedHostClock:
+
+class SyncedHostClock(HostClock):
     """The host clock around each call followed by a device synchronisation: latency as a caller sees it."""
 
     name = "perf_counter+synchronize"
@@ -163,16 +167,8 @@ class SyncedHostClock:
     def __init__(self, device: torch.device) -> None:
         self.device = torch.device(device)
 
-    def run(self, fn: Callable[[], object], steps: int, between: Callable[[], object] | None = None) -> list[float]:
-        times = []
-        for _ in range(steps):
-            if between is not None:
-                between()
-            start = time.perf_counter()
-            fn()
-            synchronize(self.device)
-            times.append(time.perf_counter() - start)
-        return times
+    def finish(self) -> None:
+        synchronize(self.device)
 
 
 class CudaEventClock:

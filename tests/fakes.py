@@ -103,16 +103,20 @@ class _FailingClock:
 
 
 class _FixedClock:
+    """Every step takes `step_s`: reported only, or (`sleep`) also spent in wall time."""
+
     name = "fixed"
 
-    def __init__(self, step_s: float) -> None:
-        self.step_s = step_s
+    def __init__(self, step_s: float, sleep: bool = False) -> None:
+        self.step_s, self.sleep = step_s, sleep
 
     def run(self, fn: Any, steps: int, between: Any = None) -> list[float]:
         for _ in range(steps):
             if between is not None:
                 between()
             fn()
+            if self.sleep:
+                time.sleep(self.step_s)
         return [self.step_s] * steps
 
 
@@ -391,22 +395,7 @@ class SleepingClocks:
     step_s: float = 0.02
 
     def __call__(self, device: torch.device, work: Work) -> Any:
-        return _SleepingClock(self.step_s)
-
-
-class _SleepingClock:
-    name = "sleeping"
-
-    def __init__(self, step_s: float) -> None:
-        self.step_s = step_s
-
-    def run(self, fn: Any, steps: int, between: Any = None) -> list[float]:
-        for _ in range(steps):
-            if between is not None:
-                between()
-            fn()
-            time.sleep(self.step_s)
-        return [self.step_s] * steps
+        return _FixedClock(self.step_s, sleep=True)
 
 
 class _OomInBackward(torch.autograd.Function):

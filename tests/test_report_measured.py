@@ -178,3 +178,22 @@ def test_the_browser_sees_every_figure_and_its_hover_titles(measured, tmp_path):
     dom = done.stdout
     assert dom.count("<figure") == text.count("<figure") and dom.count("<svg") == text.count("<svg")
     assert dom.count("<title>") >= text.count("<title>") - 1  # the page's own <title> may be normalised
+
+
+def test_the_cost_command_prints_the_schedules_or_any_other(measured, capsys):
+    tmp_path, _, _ = measured
+    assert cost.main(["--results", str(tmp_path / "results")]) == 0
+    text = capsys.readouterr().out
+    assert "Spearman's rho" in text and "JFT-300M" in text
+    out = tmp_path / "cost.csv"
+    assert cost.main(["--results", str(tmp_path / "results"), "--images-seen", "1000000", "--out", str(out)]) == 0
+    frame = pd.read_csv(out)
+    vit = frame[(frame["model"] == "ViT-B/16") & (frame["device_name"] == "Test GPU A")]
+    assert vit["device_seconds"].item() == pytest.approx(1_000_000 / (900.0 / 4))
+
+
+def test_the_cost_command_without_training_rows_exits_2(tmp_path, capsys):
+    write(tmp_path / "results", "throughput", [r for r in measured_rows() if r["bench"] != "train"])
+    with pytest.raises(SystemExit) as exc:
+        cost.main(["--results", str(tmp_path / "results")])
+    assert exc.value.code == 2 and "--bench train" in capsys.readouterr().err
