@@ -34,7 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from suite.data import ImageSet, UnreadableImage
-from suite.results import cpu_name
+from suite.results import device_name
 from suite.timing import precision_flags
 from suite.zoo import ModelSpec, build_model
 
@@ -230,13 +230,8 @@ def extraction_key(device: torch.device | str) -> dict[str, Any]:
     import timm
 
     device = torch.device(device)
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        name = torch.cuda.get_device_name(index)
-    else:
-        name = cpu_name()
     cudnn = torch.backends.cudnn.version() if device.type == "cuda" else None
-    return {"device": device.type, "device_name": name, "precision": "fp32", "tf32": False,
+    return {"device": device.type, "device_name": device_name(device), "precision": "fp32", "tf32": False,
             "cudnn_benchmark": False, "torch": torch.__version__, "timm": timm.__version__,
             "cudnn": str(cudnn or "")}
 

@@ -9,6 +9,7 @@ well below a 4090 is a setup to look at.
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import re
 
@@ -43,6 +44,7 @@ def describe(file_name: str) -> dict[str, object] | None:
             "reference_device": DEVICES.get(device, device), "cpu": backend == "cpu"}
 
 
+@functools.lru_cache(maxsize=1)
 def timm_reference() -> pd.DataFrame:
     """Every shipped row with what its file measured: model (timm name), img_size, images_per_sec,
     batch_size, file, date, source, precision, precision_mode, compiled, channels_last, device, ..."""
@@ -62,7 +64,7 @@ def timm_reference() -> pd.DataFrame:
         rows["model"] = rows["model"].str.split(".").str[0]
         frames.append(rows[["model", "img_size", "images_per_sec", "batch_size"]].assign(
             **meta, date=sources.at[name, "date"], source=sources.at[name, "source"]))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # read once per process; callers filter
 
 
 def matching(reference: pd.DataFrame, bench: str, precision: str, precision_mode: str, cpu: bool) -> pd.DataFrame:

@@ -181,22 +181,26 @@ def _driver_version() -> str:
         return ""
 
 
+def device_name(device: Any) -> str:
+    """What rows call a device: the CUDA device's name (torch.cuda.get_device_name), or the CPU's model."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device.index if device.index is not None else torch.cuda.current_device())
+    return cpu_name()
+
+
 def environment(device: Any = "cpu") -> dict[str, Any]:
     """What a reader needs to repeat a measurement made on `device` (a torch.device or string)."""
     import timm
     import torch
 
     dev = torch.device(device)
-    if dev.type == "cuda":
-        index = dev.index if dev.index is not None else torch.cuda.current_device()
-        device_name = torch.cuda.get_device_name(index)
-        cudnn = torch.backends.cudnn.version()
-    else:
-        device_name = cpu_name()
-        cudnn = None
+    cudnn = torch.backends.cudnn.version() if dev.type == "cuda" else None
     return {
         "device": str(dev),
-        "device_name": device_name,
+        "device_name": device_name(dev),
         "cuda_version": torch.version.cuda or "",
         "cudnn_version": str(cudnn) if cudnn else "",
         "driver_version": _driver_version() if dev.type == "cuda" else "",

@@ -240,9 +240,11 @@ class TrainStep:
         self._scales = self._scales[-1:]
 
     @property
-    def skipped_steps(self) -> int:
+    def skipped_steps(self) -> int | None:
         """fp16: optimizer steps the GradScaler skipped (an overflow lowers the scale), which are cheaper
-        than real ones; a row records how many of its timed steps were."""
+        than real ones; a row records how many of its timed steps were. None without a GradScaler."""
+        if self.scaler is None:
+            return None
         values = [float(s) for s in self._scales]
         return sum(1 for before, after in zip(values, values[1:]) if after < before)
 

@@ -169,10 +169,11 @@ MEASURED_STATUSES = ("ok", "compile_fallback", "compile_recompiled")
 
 def ended_sweep(row: Mapping[str, Any]) -> bool:
     """Whether an earlier row closed its sweep (a failure, or any stop but running out of batch sizes)."""
-    return row.get("status") not in MEASURED_STATUSES or _text(row.get("sweep_stop")) not in ("", "last")
+    return row.get("status") not in MEASURED_STATUSES or blank_or_text(row.get("sweep_stop")) not in ("", "last")
 
 
-def _text(value: Any) -> str:
+def blank_or_text(value: Any) -> str:
+    """A cell as text, '' for a blank one (None or NaN, as pandas reads an empty CSV cell)."""
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
@@ -219,7 +220,7 @@ def measure_batch(model: torch.nn.Module, batch: int, img_size: int, settings: S
         run = model.train() if train else model  # compiled in the mode it will run in: no recompile later
         if settings.compile:
             compiled = CompiledForward(model, settings)
-            with autocast(settings) if train else contextlib.nullcontext():
+            with autocast(settings):  # the precision the compiled graph will run in
                 compiled.first_call(x, device)
             run = compiled.compiled
         if train:
@@ -239,7 +240,7 @@ def measure_batch(model: torch.nn.Module, batch: int, img_size: int, settings: S
             measurement = time_steps(step, clock, rules, budget_s=left, estimate_s=warm.last_step_s, warmup=warm,
                                      between=between)
     result = BatchResult(measurement, window.result(), compile=compiled,
-                         skipped_steps=training.skipped_steps if train and training.scaler is not None else None)
+                         skipped_steps=training.skipped_steps if train else None)
     result.peak_allocated_mb, result.peak_reserved_mb = memory.peaks_mb()
     if compiled is not None:
         compiled.check_after_timing()

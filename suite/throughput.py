@@ -31,10 +31,10 @@ from suite.jobs import ChildRunner, InProcessRunner, Outcome
 from suite.launch import add_launcher_arguments, check_launcher_arguments, launch, report_launch
 from suite.peaks import NAMED_DEVICES, PEAK_RULES, datasheet_peak
 from suite.plan import DeviceModel, device_model, estimate_run, peak_seconds
-from suite.results import (ResultsError, append_rows, cpu_name, done_rows, ensure_writable, part_files, part_path,
+from suite.results import (ResultsError, append_rows, device_name, done_rows, ensure_writable, part_files, part_path,
                            read_table, row_key)
 from suite.settings import BENCHES, CHANNELS_LAST_RULES, PRECISION_MODES, PRESETS, Settings, default_preset, preset_help
-from suite.sweep import Instruments, ModelJob, base_row, resume_plan
+from suite.sweep import Instruments, ModelJob, base_row, blank_or_text as _text, resume_plan
 from suite.timing import PRECISIONS, default_clock
 from suite.zoo import MIXER_RULES, ModelSpec, UnknownModelError, mixer_rule_used, resolve_models
 
@@ -66,14 +66,6 @@ class RunReport:
     crashed: list[str] = field(default_factory=list)
     interrupted: bool = False
     stopped: str = ""
-
-
-def device_name(device: torch.device) -> str:
-    """The device name rows carry (as :func:`suite.results.environment` records it), for resume keys."""
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return torch.cuda.get_device_name(index)
-    return cpu_name()
 
 
 def key_of(spec: ModelSpec, bench: str, batch: int, settings: Settings, name: str) -> tuple[str, ...]:
@@ -167,9 +159,9 @@ def _worker(device: torch.device, pending: queue.SimpleQueue, settings: Settings
         if job is None:
             shared.advance(shared.per_model)
             continue
-        shared.advance(shared.per_model - len(job.batches) - (1 if job.latency else 0))
-        shared.progress.bar.set_postfix_str(spec.name if shared.progress.workers == 1 else f"{device}: {spec.name}")
         left = len(job.batches) + (1 if job.latency else 0)
+        shared.advance(shared.per_model - left)
+        shared.progress.bar.set_postfix_str(spec.name if shared.progress.workers == 1 else f"{device}: {spec.name}")
 
         def on_message(kind: str, payload: Any) -> None:
             nonlocal peak, left
@@ -313,10 +305,6 @@ def summary(rows: Iterable[Mapping[str, Any]]) -> str:
 
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
-
-
-def _text(value: Any) -> str:
-    return "" if _missing(value) else str(value)
 
 
 def _fmt(value: Any, divisor: float, pattern: str) -> str:
